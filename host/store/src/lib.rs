@@ -1,0 +1,377 @@
+//! tern's durable storage on redb.
+//!
+//! All writes go through one writer thread that groups concurrent requests into one
+//! write transaction and one fsync ([`writer`]); a caller hears back only after the
+//! commit is durable. Reads use redb's MVCC read transactions and never block the writer.
+
+mod backend;
+mod error;
+mod records;
+mod tables;
+mod writer;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+
+use redb::{Database, ReadableDatabase, ReadableTable};
+use tern_proto::{PubMessage, Receipt, StartPosition, StreamConfig, StreamInfo};
+use tokio::sync::{mpsc, oneshot, watch};
+
+pub use backend::FaultSwitch;
+pub use error::StoreError;
+pub use records::{GroupRecord, StoredMessage};
+pub use writer::{GroupUpdate, PendingRow};
+
+use records::StreamRecord;
+use tables::*;
+use writer::{Op, Writer};
+
+/// How a store is opened. Every field has a documented default (see [`StoreOptions::new`]).
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// The redb file.
+    pub path: PathBuf,
+    /// This node's region name, stamped as `origin` on every message it accepts.
+    pub origin: String,
+    /// Dedup window for streams created without one. Default 24 h.
+    pub dedup_window_ms_default: u64,
+    /// Most messages applied in one write transaction. Default 8,192.
+    pub commit_msgs_max: usize,
+    /// Most operations queued for the writer; callers wait beyond that. Default 4,096.
+    pub queue_ops_max: usize,
+    /// redb page cache. Default 64 MiB.
+    pub cache_bytes: usize,
+    /// Fault switch for tests; never set in production.
+    pub faults: Arc<FaultSwitch>,
+}
+
+impl StoreOptions {
+    pub fn new(path: impl Into<PathBuf>) -> StoreOptions {
+        StoreOptions {
+            path: path.into(),
+            origin: "local".into(),
+            dedup_window_ms_default: 24 * 3600 * 1000,
+            commit_msgs_max: 8192,
+            queue_ops_max: 4096,
+            cache_bytes: 64 * 1024 * 1024,
+            faults: Arc::default(),
+        }
+    }
+}
+
+/// What one purge removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PurgeReport {
+    pub messages: u64,
+    pub dedup_entries: u64,
+}
+
+/// A stream as readers see it after the latest commit.
+struct StreamView {
+    rec: StreamRecord,
+    /// Last committed sequence; subscribers wait on it.
+    tip: watch::Sender<u64>,
+}
+
+/// State published by the writer after each commit.
+pub(crate) struct Shared {
+    streams: RwLock<BTreeMap<String, StreamView>>,
+}
+
+impl Shared {
+    fn publish(&self, streams: &BTreeMap<String, StreamRecord>) {
+        let mut views = self.streams.write().unwrap_or_else(|p| p.into_inner());
+        views.retain(|name, _| streams.contains_key(name));
+        for (name, rec) in streams {
+            match views.get_mut(name) {
+                Some(v) if v.rec.sid == rec.sid => {
+                    v.rec = rec.clone();
+                    v.tip.send_replace(rec.state.last_seq);
+                }
+                _ => {
+                    let (tip, _) = watch::channel(rec.state.last_seq);
+                    views.insert(
+                        name.clone(),
+                        StreamView {
+                            rec: rec.clone(),
+                            tip,
+                        },
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Handle to an open store. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+    tx: mpsc::Sender<Op>,
+    shared: Arc<Shared>,
+    writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+}
+
+impl Store {
+    /// Open (or create) the store and start its writer thread.
+    pub fn open(opts: StoreOptions) -> Result<Store, StoreError> {
+        if let Some(dir) = opts.path.parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| StoreError::from(redb::Error::Io(e)))?;
+            }
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&opts.path)
+            .map_err(|e| StoreError::from(redb::Error::Io(e)))?;
+        let db = Database::builder()
+            .set_cache_size(opts.cache_bytes)
+            .create_with_backend(backend::Backend::new(file, opts.faults.clone())?)?;
+        let streams = load(&db)?;
+        let last_hlc = streams
+            .values()
+            .map(|r| (r.state.last_time_ms << 16) | 0xffff)
+            .max()
+            .unwrap_or(0);
+        let db = Arc::new(db);
+        let shared = Arc::new(Shared {
+            streams: RwLock::new(BTreeMap::new()),
+        });
+        shared.publish(&streams);
+        let (tx, rx) = mpsc::channel(opts.queue_ops_max);
+        let w = Writer {
+            db: db.clone(),
+            shared: shared.clone(),
+            opts,
+            streams,
+            last_hlc,
+        };
+        let handle = std::thread::Builder::new()
+            .name("tern-store-writer".into())
+            .spawn(move || w.run(rx))
+            .map_err(|e| StoreError::from(redb::Error::Io(e)))?;
+        Ok(Store {
+            db,
+            tx,
+            shared,
+            writer: Arc::new(Mutex::new(Some(handle))),
+        })
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Op) -> Result<T, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)
+    }
+
+    /// Store messages durably (one result per message, in order). A message whose id was
+    /// stored within its stream's dedup window is not stored again: its result carries the
+    /// original's sequence and `duplicate = true`.
+    pub async fn append(&self, msgs: Vec<PubMessage>) -> Vec<Result<Receipt, StoreError>> {
+        let n = msgs.len();
+        match self.call(|reply| Op::Append { msgs, reply }).await {
+            Ok(v) => v,
+            Err(e) => (0..n).map(|_| Err(e.duplicate())).collect(),
+        }
+    }
+
+    /// Create a stream; creating an identical one again returns it unchanged.
+    pub async fn create_stream(&self, config: StreamConfig) -> Result<StreamInfo, StoreError> {
+        self.call(|reply| Op::CreateStream { config, reply }).await?
+    }
+
+    /// Delete a stream with its messages, dedup index and consumer groups.
+    pub async fn delete_stream(&self, name: &str) -> Result<(), StoreError> {
+        let name = name.to_owned();
+        self.call(|reply| Op::DeleteStream { name, reply }).await?
+    }
+
+    /// Apply retention (age, bytes, count) and prune dedup entries older than their window.
+    pub async fn purge(&self, now_ms: u64) -> Result<PurgeReport, StoreError> {
+        self.call(|reply| Op::Purge { now_ms, reply }).await?
+    }
+
+    /// Open (creating if needed) a consumer group; returns its record and pending rows.
+    pub async fn open_group(
+        &self,
+        stream: &str,
+        name: &str,
+        filter: &str,
+        ack_wait_ms: u32,
+        max_deliveries: u32,
+        start: StartPosition,
+    ) -> Result<(GroupRecord, Vec<PendingRow>), StoreError> {
+        let group = GroupRecord {
+            gid: 0,
+            stream: stream.to_owned(),
+            filter: filter.to_owned(),
+            ack_wait_ms,
+            max_deliveries,
+            cursor: 0,
+        };
+        let name = name.to_owned();
+        self.call(|reply| Op::OpenGroup {
+            group,
+            name,
+            start,
+            reply,
+        })
+        .await?
+    }
+
+    /// Durably apply a group's cursor move, deliveries, acks and dead letters, atomically.
+    pub async fn update_group(&self, update: GroupUpdate) -> Result<(), StoreError> {
+        self.call(|reply| Op::UpdateGroup { update, reply }).await?
+    }
+
+    pub fn stream_info(&self, name: &str) -> Result<StreamInfo, StoreError> {
+        let views = self.shared.streams.read().unwrap_or_else(|p| p.into_inner());
+        views
+            .get(name)
+            .map(|v| writer::info(&v.rec))
+            .ok_or_else(|| StoreError::StreamNotFound(name.to_owned()))
+    }
+
+    pub fn list_streams(&self) -> Vec<StreamInfo> {
+        let views = self.shared.streams.read().unwrap_or_else(|p| p.into_inner());
+        views.values().map(|v| writer::info(&v.rec)).collect()
+    }
+
+    /// The stream whose subjects cover every subject matching `filter`.
+    pub fn stream_for_filter(&self, filter: &str) -> Result<String, StoreError> {
+        tern_proto::subject::validate_filter(filter)?;
+        let views = self.shared.streams.read().unwrap_or_else(|p| p.into_inner());
+        views
+            .values()
+            .find(|v| {
+                v.rec
+                    .config
+                    .subjects
+                    .iter()
+                    .any(|s| tern_proto::subject::covers(s, filter))
+            })
+            .map(|v| v.rec.config.name.clone())
+            .ok_or_else(|| StoreError::NoStream(filter.to_owned()))
+    }
+
+    /// Watch a stream's last committed sequence.
+    pub fn watch(&self, stream: &str) -> Result<watch::Receiver<u64>, StoreError> {
+        let views = self.shared.streams.read().unwrap_or_else(|p| p.into_inner());
+        views
+            .get(stream)
+            .map(|v| v.tip.subscribe())
+            .ok_or_else(|| StoreError::StreamNotFound(stream.to_owned()))
+    }
+
+    fn sid(&self, stream: &str) -> Result<(u32, tern_proto::StreamState), StoreError> {
+        let views = self.shared.streams.read().unwrap_or_else(|p| p.into_inner());
+        views
+            .get(stream)
+            .map(|v| (v.rec.sid, v.rec.state.clone()))
+            .ok_or_else(|| StoreError::StreamNotFound(stream.to_owned()))
+    }
+
+    /// Read committed messages with `seq >= from_seq`, at most `msgs_max` of them and
+    /// (after the first) at most `bytes_max` payload bytes.
+    pub fn read(
+        &self,
+        stream: &str,
+        from_seq: u64,
+        msgs_max: usize,
+        bytes_max: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let (sid, _) = self.sid(stream)?;
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(MSGS)?;
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        for row in table.range((sid, from_seq)..=(sid, u64::MAX))? {
+            let (k, v) = row?;
+            let m = records::decode_message(k.value().1, v.value())?;
+            bytes += m.payload.len();
+            out.push(m);
+            if out.len() >= msgs_max || bytes >= bytes_max {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Read one message by sequence, if still held.
+    pub fn get(&self, stream: &str, seq: u64) -> Result<Option<StoredMessage>, StoreError> {
+        let (sid, _) = self.sid(stream)?;
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(MSGS)?;
+        let v = table.get((sid, seq))?;
+        v.map(|v| records::decode_message(seq, v.value())).transpose()
+    }
+
+    /// First sequence at or after a start position (for ephemeral subscriptions).
+    pub fn resolve_start(&self, stream: &str, start: StartPosition) -> Result<u64, StoreError> {
+        let (sid, st) = self.sid(stream)?;
+        Ok(match start {
+            StartPosition::Start => st.first_seq,
+            StartPosition::New => st.last_seq + 1,
+            StartPosition::Seq(s) => s.max(st.first_seq),
+            StartPosition::Time(ms) => {
+                let txn = self.db.begin_read()?;
+                let table = txn.open_table(MSGS)?;
+                writer::seq_at_time(&table, sid, &st, ms)?
+            }
+        })
+    }
+
+    /// Stop the writer after it has applied everything already queued. Later calls fail
+    /// with [`StoreError::Closed`].
+    pub fn close(self) {
+        let handle = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        drop(self.tx);
+        if let Some(h) = handle {
+            // Other clones of the store keep the channel open; the writer stops when the last
+            // one is dropped. Only wait when this was the last sender.
+            if Arc::strong_count(&self.writer) == 1 {
+                let _ = h.join();
+            }
+        }
+    }
+}
+
+/// Read every stream record, creating the tables and format marker on a new file.
+fn load(db: &Database) -> Result<BTreeMap<String, StreamRecord>, StoreError> {
+    let txn = db.begin_write()?;
+    {
+        let mut meta = txn.open_table(META)?;
+        let format = meta.get(META_FORMAT)?.map(|g| g.value());
+        match format {
+            None => {
+                meta.insert(META_FORMAT, FORMAT_VERSION)?;
+            }
+            Some(FORMAT_VERSION) => {}
+            Some(v) => return Err(StoreError::UnknownFormat(v as u8)),
+        }
+        txn.open_table(STREAMS)?;
+        txn.open_table(MSGS)?;
+        txn.open_table(DEDUP)?;
+        txn.open_table(DEDUP_EXPIRY)?;
+        txn.open_table(KEYS)?;
+        txn.open_table(GROUPS)?;
+        txn.open_table(PENDING)?;
+    }
+    txn.commit()?;
+    let txn = db.begin_read()?;
+    let table = txn.open_table(STREAMS)?;
+    let mut out = BTreeMap::new();
+    for row in table.iter()? {
+        let (k, v) = row?;
+        out.insert(k.value().to_owned(), records::decode_stream(v.value())?);
+    }
+    Ok(out)
+}

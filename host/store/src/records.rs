@@ -1,0 +1,344 @@
+//! Byte layout of the values tern keeps in redb. Every record starts with a format byte;
+//! integers are big-endian. A reader refuses a format it does not know instead of guessing.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use tern_proto::{Headers, StreamConfig, StreamState};
+
+use crate::error::StoreError;
+
+/// Format byte of every record written by this version.
+pub(crate) const RECORD_FORMAT: u8 = 1;
+
+/// A message as stored: everything but its `local_seq`, which is the table key.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StoredMessage {
+    pub seq: u64,
+    pub subject: String,
+    pub id: String,
+    pub key: Option<String>,
+    pub headers: Headers,
+    pub payload: Bytes,
+    pub origin: String,
+    pub origin_seq: u64,
+    pub key_seq: u64,
+    pub hlc: u64,
+}
+
+impl StoredMessage {
+    pub fn time_ms(&self) -> u64 {
+        self.hlc >> 16
+    }
+
+    /// Bytes this message counts for in `max_bytes` retention: payload plus headers.
+    pub fn size_bytes(&self) -> u64 {
+        message_size(&self.headers, self.payload.len())
+    }
+}
+
+pub(crate) fn message_size(headers: &Headers, payload_len: usize) -> u64 {
+    let h: usize = headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+    (h + payload_len) as u64
+}
+
+struct Cursor<'a> {
+    b: &'a [u8],
+    what: &'static str,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], StoreError> {
+        if self.b.len() < n {
+            return Err(StoreError::Corrupt(self.what));
+        }
+        let (h, t) = self.b.split_at(n);
+        self.b = t;
+        Ok(h)
+    }
+    fn u8(&mut self) -> Result<u8, StoreError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, StoreError> {
+        let b = self.take(2)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+    fn u32(&mut self) -> Result<u32, StoreError> {
+        let b = self.take(4)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn u64(&mut self) -> Result<u64, StoreError> {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(self.take(8)?);
+        Ok(u64::from_be_bytes(a))
+    }
+    fn str(&mut self) -> Result<String, StoreError> {
+        let n = self.u16()? as usize;
+        let b = self.take(n)?;
+        String::from_utf8(b.to_vec()).map_err(|_| StoreError::Corrupt(self.what))
+    }
+    fn opt_str(&mut self) -> Result<Option<String>, StoreError> {
+        match self.u8()? {
+            0 => Ok(None),
+            _ => Ok(Some(self.str()?)),
+        }
+    }
+    fn format(&mut self) -> Result<(), StoreError> {
+        match self.u8()? {
+            RECORD_FORMAT => Ok(()),
+            v => Err(StoreError::UnknownFormat(v)),
+        }
+    }
+}
+
+fn put_str(out: &mut BytesMut, s: &str) {
+    out.put_u16(s.len() as u16);
+    out.put_slice(s.as_bytes());
+}
+
+fn put_opt_str(out: &mut BytesMut, s: Option<&str>) {
+    match s {
+        Some(s) => {
+            out.put_u8(1);
+            put_str(out, s);
+        }
+        None => out.put_u8(0),
+    }
+}
+
+/// Message record: format, hlc, origin_seq, key_seq, origin, subject, id, key?, headers, payload.
+pub(crate) fn encode_message(out: &mut BytesMut, m: &StoredMessage) {
+    out.put_u8(RECORD_FORMAT);
+    out.put_u64(m.hlc);
+    out.put_u64(m.origin_seq);
+    out.put_u64(m.key_seq);
+    put_str(out, &m.origin);
+    put_str(out, &m.subject);
+    put_str(out, &m.id);
+    put_opt_str(out, m.key.as_deref());
+    out.put_u16(m.headers.len() as u16);
+    for (k, v) in &m.headers {
+        put_str(out, k);
+        put_str(out, v);
+    }
+    out.put_u32(m.payload.len() as u32);
+    out.put_slice(&m.payload);
+}
+
+pub(crate) fn decode_message(seq: u64, b: &[u8]) -> Result<StoredMessage, StoreError> {
+    let mut c = Cursor { b, what: "message" };
+    c.format()?;
+    let hlc = c.u64()?;
+    let origin_seq = c.u64()?;
+    let key_seq = c.u64()?;
+    let origin = c.str()?;
+    let subject = c.str()?;
+    let id = c.str()?;
+    let key = c.opt_str()?;
+    let n = c.u16()? as usize;
+    let mut headers = Vec::with_capacity(n.min(256));
+    for _ in 0..n {
+        headers.push((c.str()?, c.str()?));
+    }
+    let len = c.u32()? as usize;
+    let payload = Bytes::copy_from_slice(c.take(len)?);
+    Ok(StoredMessage {
+        seq,
+        subject,
+        id,
+        key,
+        headers,
+        payload,
+        origin,
+        origin_seq,
+        key_seq,
+        hlc,
+    })
+}
+
+/// Reads only the HLC of a message record (for time lookups and age retention).
+pub(crate) fn message_hlc(b: &[u8]) -> Result<u64, StoreError> {
+    let mut c = Cursor { b, what: "message" };
+    c.format()?;
+    c.u64()
+}
+
+/// Reads only the id and size of a message record (for purges).
+pub(crate) fn message_id_and_size(b: &[u8]) -> Result<(String, u64), StoreError> {
+    let m = decode_message(0, b)?;
+    Ok((m.id.clone(), m.size_bytes()))
+}
+
+/// Stream record: format, stream id, config, state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StreamRecord {
+    pub sid: u32,
+    pub config: StreamConfig,
+    pub state: StreamState,
+}
+
+pub(crate) fn encode_stream(r: &StreamRecord) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    out.put_u8(RECORD_FORMAT);
+    out.put_u32(r.sid);
+    put_str(&mut out, &r.config.name);
+    out.put_u16(r.config.subjects.len() as u16);
+    for s in &r.config.subjects {
+        put_str(&mut out, s);
+    }
+    out.put_u64(r.config.max_age_ms);
+    out.put_u64(r.config.max_bytes);
+    out.put_u64(r.config.max_msgs);
+    out.put_u64(r.config.dedup_window_ms);
+    out.put_u64(r.state.first_seq);
+    out.put_u64(r.state.last_seq);
+    out.put_u64(r.state.msgs);
+    out.put_u64(r.state.bytes);
+    out.put_u64(r.state.last_time_ms);
+    out.to_vec()
+}
+
+pub(crate) fn decode_stream(b: &[u8]) -> Result<StreamRecord, StoreError> {
+    let mut c = Cursor { b, what: "stream" };
+    c.format()?;
+    let sid = c.u32()?;
+    let name = c.str()?;
+    let n = c.u16()? as usize;
+    let mut subjects = Vec::with_capacity(n.min(64));
+    for _ in 0..n {
+        subjects.push(c.str()?);
+    }
+    let config = StreamConfig {
+        name,
+        subjects,
+        max_age_ms: c.u64()?,
+        max_bytes: c.u64()?,
+        max_msgs: c.u64()?,
+        dedup_window_ms: c.u64()?,
+    };
+    let state = StreamState {
+        first_seq: c.u64()?,
+        last_seq: c.u64()?,
+        msgs: c.u64()?,
+        bytes: c.u64()?,
+        last_time_ms: c.u64()?,
+    };
+    Ok(StreamRecord { sid, config, state })
+}
+
+/// Durable state of a consumer group.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GroupRecord {
+    /// Group id, unique in this store (key prefix of its pending table rows).
+    pub gid: u32,
+    pub stream: String,
+    pub filter: String,
+    pub ack_wait_ms: u32,
+    pub max_deliveries: u32,
+    /// Next sequence never yet delivered to the group.
+    pub cursor: u64,
+}
+
+pub(crate) fn encode_group(g: &GroupRecord) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    out.put_u8(RECORD_FORMAT);
+    out.put_u32(g.gid);
+    put_str(&mut out, &g.stream);
+    put_str(&mut out, &g.filter);
+    out.put_u32(g.ack_wait_ms);
+    out.put_u32(g.max_deliveries);
+    out.put_u64(g.cursor);
+    out.to_vec()
+}
+
+pub(crate) fn decode_group(b: &[u8]) -> Result<GroupRecord, StoreError> {
+    let mut c = Cursor { b, what: "group" };
+    c.format()?;
+    Ok(GroupRecord {
+        gid: c.u32()?,
+        stream: c.str()?,
+        filter: c.str()?,
+        ack_wait_ms: c.u32()?,
+        max_deliveries: c.u32()?,
+        cursor: c.u64()?,
+    })
+}
+
+/// Dedup-expiry record: the commit time and id of a stored message (the id is the key to
+/// delete from the dedup index once the window has passed).
+pub(crate) fn encode_expiry(time_ms: u64, id: &str) -> Vec<u8> {
+    let mut out = BytesMut::with_capacity(10 + id.len());
+    out.put_u64(time_ms);
+    put_str(&mut out, id);
+    out.to_vec()
+}
+
+pub(crate) fn decode_expiry(b: &[u8]) -> Result<(u64, String), StoreError> {
+    let mut c = Cursor { b, what: "dedup expiry" };
+    Ok((c.u64()?, c.str()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_round_trip() {
+        let m = StoredMessage {
+            seq: 7,
+            subject: "orders.eu".into(),
+            id: "a".into(),
+            key: Some("k".into()),
+            headers: vec![("h".into(), "v".into())],
+            payload: Bytes::from_static(b"hello"),
+            origin: "local".into(),
+            origin_seq: 7,
+            key_seq: 2,
+            hlc: (1_700_000_000_000 << 16) | 3,
+        };
+        let mut out = BytesMut::new();
+        encode_message(&mut out, &m);
+        assert_eq!(decode_message(7, &out).unwrap(), m);
+        assert_eq!(message_hlc(&out).unwrap(), m.hlc);
+        assert!(matches!(
+            decode_message(7, &out[..out.len() - 1]),
+            Err(StoreError::Corrupt(_))
+        ));
+        let mut bad = out.to_vec();
+        bad[0] = 9;
+        assert!(matches!(
+            decode_message(7, &bad),
+            Err(StoreError::UnknownFormat(9))
+        ));
+    }
+
+    #[test]
+    fn stream_and_group_round_trip() {
+        let s = StreamRecord {
+            sid: 3,
+            config: StreamConfig {
+                name: "orders".into(),
+                subjects: vec!["orders.>".into()],
+                max_age_ms: 1,
+                max_bytes: 2,
+                max_msgs: 3,
+                dedup_window_ms: 4,
+            },
+            state: StreamState {
+                first_seq: 5,
+                last_seq: 6,
+                msgs: 7,
+                bytes: 8,
+                last_time_ms: 9,
+            },
+        };
+        assert_eq!(decode_stream(&encode_stream(&s)).unwrap(), s);
+        let g = GroupRecord {
+            gid: 1,
+            stream: "orders".into(),
+            filter: "orders.>".into(),
+            ack_wait_ms: 30_000,
+            max_deliveries: 5,
+            cursor: 10,
+        };
+        assert_eq!(decode_group(&encode_group(&g)).unwrap(), g);
+    }
+}

@@ -1,0 +1,31 @@
+//! redb table definitions. Keys lead with the numeric id of their stream (or group)
+//! so one stream's rows are one contiguous range.
+
+use redb::TableDefinition;
+
+/// Store-wide counters and the on-disk format version.
+pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Stream name -> stream record (id, config, state).
+pub(crate) const STREAMS: TableDefinition<&str, &[u8]> = TableDefinition::new("streams");
+/// (stream id, local seq) -> message record.
+pub(crate) const MSGS: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("msgs");
+/// (stream id, message id) -> local seq of the stored original.
+pub(crate) const DEDUP: TableDefinition<(u32, &str), u64> = TableDefinition::new("dedup");
+/// (stream id, local seq) -> commit time and id, for pruning DEDUP in time order.
+pub(crate) const DEDUP_EXPIRY: TableDefinition<(u32, u64), &[u8]> =
+    TableDefinition::new("dedup_expiry");
+/// (stream id, key) -> highest key_seq stored for that key.
+pub(crate) const KEYS: TableDefinition<(u32, &str), u64> = TableDefinition::new("keys");
+/// (stream id, group name) -> group record.
+pub(crate) const GROUPS: TableDefinition<(u32, &str), &[u8]> = TableDefinition::new("groups");
+/// (group id, local seq) -> (deliveries so far, redeliver-at ms) of a delivered, unacked message.
+pub(crate) const PENDING: TableDefinition<(u32, u64), (u32, u64)> = TableDefinition::new("pending");
+
+/// META key of the on-disk format version.
+pub(crate) const META_FORMAT: &str = "format_version";
+/// META key of the next stream id to allocate.
+pub(crate) const META_NEXT_SID: &str = "next_stream_id";
+/// META key of the next group id to allocate.
+pub(crate) const META_NEXT_GID: &str = "next_group_id";
+/// On-disk format version written by this build.
+pub(crate) const FORMAT_VERSION: u64 = 1;

@@ -1,0 +1,693 @@
+//! The single writer: every change goes through one thread that drains a bounded queue,
+//! applies as many operations as it can in one redb write transaction, commits (one
+//! fsync), and only then answers each caller. This is group commit: concurrent publishes
+//! share a transaction, and no caller hears "stored" before the commit is durable.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::BytesMut;
+use redb::{Database, ReadableTable, Table, WriteTransaction};
+use tern_proto::{subject, AckLevel, PubMessage, Receipt, StartPosition, StreamConfig, StreamInfo, StreamState};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::StoreError;
+use crate::records::{self, GroupRecord, StoredMessage, StreamRecord};
+use crate::tables::*;
+use crate::{PurgeReport, Shared, StoreOptions};
+
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// One change request to the writer.
+pub(crate) enum Op {
+    Append {
+        msgs: Vec<PubMessage>,
+        reply: oneshot::Sender<Vec<Result<Receipt, StoreError>>>,
+    },
+    CreateStream {
+        config: StreamConfig,
+        reply: Reply<StreamInfo>,
+    },
+    DeleteStream {
+        name: String,
+        reply: Reply<()>,
+    },
+    Purge {
+        now_ms: u64,
+        reply: Reply<PurgeReport>,
+    },
+    OpenGroup {
+        group: GroupRecord,
+        name: String,
+        start: StartPosition,
+        reply: Reply<(GroupRecord, Vec<PendingRow>)>,
+    },
+    UpdateGroup {
+        update: GroupUpdate,
+        reply: Reply<()>,
+    },
+}
+
+/// A delivered, unacked message of a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PendingRow {
+    pub seq: u64,
+    pub deliveries: u32,
+    pub redeliver_at_ms: u64,
+}
+
+/// Durable changes to one group, applied atomically (with its dead letters).
+#[derive(Debug, Default)]
+pub struct GroupUpdate {
+    pub stream: String,
+    pub group: String,
+    /// New cursor (next never-delivered sequence), if it moved.
+    pub cursor: Option<u64>,
+    /// Rows to insert or replace.
+    pub upsert: Vec<PendingRow>,
+    /// Sequences acked (or dead-lettered): their rows are removed.
+    pub remove: Vec<u64>,
+    /// Messages to publish (to the dead-letter stream) in the same transaction.
+    pub dead_letters: Vec<PubMessage>,
+}
+
+impl Op {
+    fn message_count(&self) -> usize {
+        match self {
+            Op::Append { msgs, .. } => msgs.len(),
+            _ => 1,
+        }
+    }
+
+    fn fail(self, e: &StoreError) {
+        match self {
+            Op::Append { msgs, reply } => {
+                let _ = reply.send(msgs.iter().map(|_| Err(e.duplicate())).collect());
+            }
+            Op::CreateStream { reply, .. } => drop(reply.send(Err(e.duplicate()))),
+            Op::DeleteStream { reply, .. } => drop(reply.send(Err(e.duplicate()))),
+            Op::Purge { reply, .. } => drop(reply.send(Err(e.duplicate()))),
+            Op::OpenGroup { reply, .. } => drop(reply.send(Err(e.duplicate()))),
+            Op::UpdateGroup { reply, .. } => drop(reply.send(Err(e.duplicate()))),
+        }
+    }
+}
+
+/// An answer held back until the transaction commits.
+enum Answer {
+    Append(
+        oneshot::Sender<Vec<Result<Receipt, StoreError>>>,
+        Vec<Result<Receipt, StoreError>>,
+    ),
+    Stream(Reply<StreamInfo>, Result<StreamInfo, StoreError>),
+    Unit(Reply<()>, Result<(), StoreError>),
+    Purge(Reply<PurgeReport>, Result<PurgeReport, StoreError>),
+    Group(
+        Reply<(GroupRecord, Vec<PendingRow>)>,
+        Result<(GroupRecord, Vec<PendingRow>), StoreError>,
+    ),
+}
+
+impl Answer {
+    fn send(self) {
+        match self {
+            Answer::Append(r, v) => drop(r.send(v)),
+            Answer::Stream(r, v) => drop(r.send(v)),
+            Answer::Unit(r, v) => drop(r.send(v)),
+            Answer::Purge(r, v) => drop(r.send(v)),
+            Answer::Group(r, v) => drop(r.send(v)),
+        }
+    }
+
+    /// The commit failed: whatever the operation computed is void.
+    fn fail(self, e: &StoreError) {
+        match self {
+            Answer::Append(r, v) => drop(r.send(v.iter().map(|_| Err(e.duplicate())).collect())),
+            Answer::Stream(r, _) => drop(r.send(Err(e.duplicate()))),
+            Answer::Unit(r, _) => drop(r.send(Err(e.duplicate()))),
+            Answer::Purge(r, _) => drop(r.send(Err(e.duplicate()))),
+            Answer::Group(r, _) => drop(r.send(Err(e.duplicate()))),
+        }
+    }
+}
+
+pub(crate) struct Writer {
+    pub(crate) db: Arc<Database>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) opts: StoreOptions,
+    /// Authoritative stream records; `Shared` gets a copy after each commit.
+    pub(crate) streams: BTreeMap<String, StreamRecord>,
+    pub(crate) last_hlc: u64,
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+struct Tables<'t> {
+    meta: Table<'t, &'static str, u64>,
+    streams: Table<'t, &'static str, &'static [u8]>,
+    msgs: Table<'t, (u32, u64), &'static [u8]>,
+    dedup: Table<'t, (u32, &'static str), u64>,
+    expiry: Table<'t, (u32, u64), &'static [u8]>,
+    keys: Table<'t, (u32, &'static str), u64>,
+    groups: Table<'t, (u32, &'static str), &'static [u8]>,
+    pending: Table<'t, (u32, u64), (u32, u64)>,
+}
+
+impl<'t> Tables<'t> {
+    fn open(txn: &'t WriteTransaction) -> Result<Tables<'t>, StoreError> {
+        Ok(Tables {
+            meta: txn.open_table(META)?,
+            streams: txn.open_table(STREAMS)?,
+            msgs: txn.open_table(MSGS)?,
+            dedup: txn.open_table(DEDUP)?,
+            expiry: txn.open_table(DEDUP_EXPIRY)?,
+            keys: txn.open_table(KEYS)?,
+            groups: txn.open_table(GROUPS)?,
+            pending: txn.open_table(PENDING)?,
+        })
+    }
+}
+
+impl Writer {
+    /// The writer thread's loop; returns when every sender is gone.
+    pub(crate) fn run(mut self, mut rx: mpsc::Receiver<Op>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut batch_msgs = first.message_count();
+            let mut batch = vec![first];
+            while batch_msgs < self.opts.commit_msgs_max {
+                match rx.try_recv() {
+                    Ok(op) => {
+                        batch_msgs += op.message_count();
+                        batch.push(op);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.apply_batch(batch);
+        }
+        tracing::debug!("store writer stopped");
+    }
+
+    fn apply_batch(&mut self, batch: Vec<Op>) {
+        let txn = match self.db.begin_write() {
+            Ok(t) => t,
+            Err(e) => {
+                let e = StoreError::from(e);
+                tracing::error!(error = %e, "cannot begin write transaction");
+                batch.into_iter().for_each(|op| op.fail(&e));
+                return;
+            }
+        };
+        let mut next = self.streams.clone();
+        let mut hlc = self.last_hlc;
+        let mut answers = Vec::with_capacity(batch.len());
+        let fatal = (|| {
+            let mut t = Tables::open(&txn)?;
+            let mut touched = Vec::new();
+            for op in batch {
+                let (answer, fatal) = self.apply(op, &mut t, &mut next, &mut hlc, &mut touched);
+                answers.push(answer);
+                if let Some(e) = fatal {
+                    return Err(e);
+                }
+            }
+            // Count and byte limits hold after every commit, not only after a purge.
+            let now = now_ms();
+            for name in touched {
+                if let Some(rec) = next.get_mut(&name) {
+                    enforce_retention(&mut t, rec, now, false)?;
+                    t.streams
+                        .insert(name.as_str(), records::encode_stream(rec).as_slice())?;
+                }
+            }
+            Ok::<_, StoreError>(())
+        })();
+        if let Err(e) = fatal {
+            // The transaction is dropped (aborted): nothing of this batch is stored.
+            tracing::error!(error = %e, "write transaction failed; nothing of this batch is stored");
+            answers.into_iter().for_each(|a| a.fail(&e));
+            return;
+        }
+        if let Err(e) = txn.commit() {
+            let e = StoreError::from(e);
+            tracing::error!(error = %e, "commit failed; nothing of this batch is stored");
+            answers.into_iter().for_each(|a| a.fail(&e));
+            return;
+        }
+        self.streams = next;
+        self.last_hlc = hlc;
+        self.shared.publish(&self.streams);
+        answers.into_iter().for_each(Answer::send);
+    }
+
+    /// Apply one operation. A storage failure (which voids the whole transaction) comes
+    /// back beside the answer, so the caller can fail every answer of the batch.
+    fn apply(
+        &self,
+        op: Op,
+        t: &mut Tables<'_>,
+        streams: &mut BTreeMap<String, StreamRecord>,
+        hlc: &mut u64,
+        touched: &mut Vec<String>,
+    ) -> (Answer, Option<StoreError>) {
+        fn split<T>(r: Result<Result<T, StoreError>, StoreError>) -> (Result<T, StoreError>, Option<StoreError>) {
+            match r {
+                Ok(v) => (v, None),
+                Err(e) => (Err(e.duplicate()), Some(e)),
+            }
+        }
+        match op {
+            Op::Append { msgs, reply } => {
+                let n = msgs.len();
+                let mut out = Vec::with_capacity(n);
+                for m in msgs {
+                    match self.append_one(m, t, streams, hlc, touched) {
+                        Ok(r) => out.push(r),
+                        Err(e) => {
+                            let failed = (0..n).map(|_| Err(e.duplicate())).collect();
+                            return (Answer::Append(reply, failed), Some(e));
+                        }
+                    }
+                }
+                (Answer::Append(reply, out), None)
+            }
+            Op::CreateStream { config, reply } => {
+                let (r, f) = split(self.create_stream(config, t, streams));
+                (Answer::Stream(reply, r), f)
+            }
+            Op::DeleteStream { name, reply } => {
+                let (r, f) = split(delete_stream(&name, t, streams));
+                (Answer::Unit(reply, r), f)
+            }
+            Op::Purge { now_ms, reply } => {
+                let (r, f) = split(purge_all(t, streams, now_ms).map(Ok));
+                (Answer::Purge(reply, r), f)
+            }
+            Op::OpenGroup {
+                group,
+                name,
+                start,
+                reply,
+            } => {
+                let (r, f) = split(open_group(group, &name, start, t, streams));
+                (Answer::Group(reply, r), f)
+            }
+            Op::UpdateGroup { update, reply } => {
+                let (r, f) = split(self.update_group(update, t, streams, hlc, touched));
+                (Answer::Unit(reply, r), f)
+            }
+        }
+    }
+
+    /// Store one message (or find its original). `Err` is a storage failure that voids the
+    /// whole transaction; a per-message refusal is `Ok(Err(..))`.
+    fn append_one(
+        &self,
+        m: PubMessage,
+        t: &mut Tables<'_>,
+        streams: &mut BTreeMap<String, StreamRecord>,
+        hlc: &mut u64,
+        touched: &mut Vec<String>,
+    ) -> Result<Result<Receipt, StoreError>, StoreError> {
+        if let Err(e) = subject::validate_subject(&m.subject) {
+            return Ok(Err(e.into()));
+        }
+        let Some(rec) = streams
+            .values_mut()
+            .find(|r| r.config.subjects.iter().any(|f| subject::matches(f, &m.subject)))
+        else {
+            return Ok(Err(StoreError::NoStream(m.subject)));
+        };
+        let sid = rec.sid;
+        let stream = rec.config.name.clone();
+        if let Some(id) = &m.id {
+            if let Some(seq) = t.dedup.get((sid, id.as_str()))? {
+                return Ok(Ok(Receipt {
+                    id: id.clone(),
+                    stream,
+                    seq: seq.value(),
+                    duplicate: true,
+                    level: AckLevel::Local,
+                }));
+            }
+        }
+        *hlc = (*hlc + 1).max(now_ms() << 16);
+        let seq = rec.state.last_seq + 1;
+        let key_seq = match &m.key {
+            Some(k) => {
+                let next = t.keys.get((sid, k.as_str()))?.map(|g| g.value()).unwrap_or(0) + 1;
+                t.keys.insert((sid, k.as_str()), next)?;
+                next
+            }
+            None => 0,
+        };
+        let producer_id = m.id.is_some();
+        let id = m.id.unwrap_or_else(new_id);
+        let stored = StoredMessage {
+            seq,
+            subject: m.subject,
+            id,
+            key: m.key,
+            headers: m.headers,
+            payload: m.payload,
+            origin: self.opts.origin.clone(),
+            origin_seq: seq,
+            key_seq,
+            hlc: *hlc,
+        };
+        let mut buf = BytesMut::with_capacity(64 + stored.payload.len());
+        records::encode_message(&mut buf, &stored);
+        t.msgs.insert((sid, seq), &buf[..])?;
+        // Assigned ids cannot be retried by a producer that never saw them: no dedup entry.
+        if producer_id {
+            t.dedup.insert((sid, stored.id.as_str()), seq)?;
+            let exp = records::encode_expiry(stored.time_ms(), &stored.id);
+            t.expiry.insert((sid, seq), exp.as_slice())?;
+        }
+        let st = &mut rec.state;
+        if st.msgs == 0 {
+            st.first_seq = seq;
+        }
+        st.last_seq = seq;
+        st.msgs += 1;
+        st.bytes += stored.size_bytes();
+        st.last_time_ms = stored.time_ms();
+        if touched.last() != Some(&stream) && !touched.contains(&stream) {
+            touched.push(stream.clone());
+        }
+        Ok(Ok(Receipt {
+            id: stored.id,
+            stream,
+            seq,
+            duplicate: false,
+            level: AckLevel::Local,
+        }))
+    }
+
+    fn create_stream(
+        &self,
+        mut config: StreamConfig,
+        t: &mut Tables<'_>,
+        streams: &mut BTreeMap<String, StreamRecord>,
+    ) -> Result<Result<StreamInfo, StoreError>, StoreError> {
+        if config.dedup_window_ms == 0 {
+            config.dedup_window_ms = self.opts.dedup_window_ms_default;
+        }
+        if let Err(e) = validate_stream_config(&config, streams) {
+            return Ok(Err(e));
+        }
+        if let Some(existing) = streams.get(&config.name) {
+            // Creating an identical stream again is idempotent, like a retried publish.
+            return Ok(if existing.config == config {
+                Ok(info(existing))
+            } else {
+                Err(StoreError::StreamExists(config.name))
+            });
+        }
+        let sid = t.meta.get(META_NEXT_SID)?.map(|g| g.value()).unwrap_or(1);
+        t.meta.insert(META_NEXT_SID, sid + 1)?;
+        let rec = StreamRecord {
+            sid: sid as u32,
+            config,
+            state: StreamState {
+                first_seq: 1,
+                ..StreamState::default()
+            },
+        };
+        t.streams
+            .insert(rec.config.name.as_str(), records::encode_stream(&rec).as_slice())?;
+        let out = info(&rec);
+        streams.insert(rec.config.name.clone(), rec);
+        Ok(Ok(out))
+    }
+
+    fn update_group(
+        &self,
+        u: GroupUpdate,
+        t: &mut Tables<'_>,
+        streams: &mut BTreeMap<String, StreamRecord>,
+        hlc: &mut u64,
+        touched: &mut Vec<String>,
+    ) -> Result<Result<(), StoreError>, StoreError> {
+        let Some(rec) = streams.get(&u.stream) else {
+            return Ok(Err(StoreError::StreamNotFound(u.stream)));
+        };
+        let sid = rec.sid;
+        let Some(raw) = t.groups.get((sid, u.group.as_str()))?.map(|g| g.value().to_vec()) else {
+            return Ok(Err(StoreError::GroupMismatch(u.group)));
+        };
+        let mut g = records::decode_group(&raw)?;
+        for m in u.dead_letters {
+            if let Err(e) = self.append_one(m, t, streams, hlc, touched)? {
+                // A dead letter that cannot be stored keeps its pending row: nothing is lost.
+                return Ok(Err(e));
+            }
+        }
+        if let Some(c) = u.cursor {
+            if c > g.cursor {
+                g.cursor = c;
+                t.groups
+                    .insert((sid, u.group.as_str()), records::encode_group(&g).as_slice())?;
+            }
+        }
+        for r in u.upsert {
+            t.pending
+                .insert((g.gid, r.seq), (r.deliveries, r.redeliver_at_ms))?;
+        }
+        for s in u.remove {
+            t.pending.remove((g.gid, s))?;
+        }
+        Ok(Ok(()))
+    }
+}
+
+fn new_id() -> String {
+    let v: u128 = rand::random();
+    format!("{v:032x}")
+}
+
+pub(crate) fn info(rec: &StreamRecord) -> StreamInfo {
+    StreamInfo {
+        config: rec.config.clone(),
+        state: rec.state.clone(),
+    }
+}
+
+fn validate_stream_config(
+    c: &StreamConfig,
+    streams: &BTreeMap<String, StreamRecord>,
+) -> Result<(), StoreError> {
+    subject::validate_name("stream name", &c.name)?;
+    if c.subjects.is_empty() {
+        return Err(StoreError::InvalidConfig("a stream needs at least one subject".into()));
+    }
+    for s in &c.subjects {
+        subject::validate_filter(s)?;
+        for other in streams.values().filter(|o| o.config.name != c.name) {
+            if other.config.subjects.iter().any(|o| subject::overlaps(o, s)) {
+                return Err(StoreError::SubjectOverlap {
+                    subject: s.clone(),
+                    other: other.config.name.clone(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn purge_all(
+    t: &mut Tables<'_>,
+    streams: &mut BTreeMap<String, StreamRecord>,
+    now_ms: u64,
+) -> Result<PurgeReport, StoreError> {
+    let mut report = PurgeReport::default();
+    for rec in streams.values_mut() {
+        let (m, d) = enforce_retention(t, rec, now_ms, true)?;
+        report.messages += m;
+        report.dedup_entries += d;
+        t.streams
+            .insert(rec.config.name.as_str(), records::encode_stream(rec).as_slice())?;
+    }
+    Ok(report)
+}
+
+fn delete_stream(
+    name: &str,
+    t: &mut Tables<'_>,
+    streams: &mut BTreeMap<String, StreamRecord>,
+) -> Result<Result<(), StoreError>, StoreError> {
+    let Some(rec) = streams.remove(name) else {
+        return Ok(Err(StoreError::StreamNotFound(name.to_owned())));
+    };
+    let sid = rec.sid;
+    t.streams.remove(name)?;
+    t.msgs.retain_in((sid, 0)..=(sid, u64::MAX), |_, _| false)?;
+    t.expiry.retain_in((sid, 0)..=(sid, u64::MAX), |_, _| false)?;
+    t.dedup.retain_in((sid, "")..(sid + 1, ""), |_, _| false)?;
+    t.keys.retain_in((sid, "")..(sid + 1, ""), |_, _| false)?;
+    let mut gids = Vec::new();
+    for row in t.groups.range((sid, "")..(sid + 1, ""))? {
+        let (_, v) = row?;
+        gids.push(records::decode_group(v.value())?.gid);
+    }
+    t.groups.retain_in((sid, "")..(sid + 1, ""), |_, _| false)?;
+    for gid in gids {
+        t.pending.retain_in((gid, 0)..=(gid, u64::MAX), |_, _| false)?;
+    }
+    Ok(Ok(()))
+}
+
+/// Remove messages beyond the stream's limits from its front (and, with `purge_age`,
+/// those older than `max_age_ms` and dedup entries older than the dedup window).
+/// Returns (messages removed, dedup entries removed).
+fn enforce_retention(
+    t: &mut Tables<'_>,
+    rec: &mut StreamRecord,
+    now_ms: u64,
+    purge_age: bool,
+) -> Result<(u64, u64), StoreError> {
+    let sid = rec.sid;
+    let c = &rec.config;
+    let st = &mut rec.state;
+    let mut removed = 0;
+    let age_floor = if purge_age && c.max_age_ms > 0 {
+        now_ms.saturating_sub(c.max_age_ms)
+    } else {
+        0
+    };
+    while st.msgs > 0 {
+        let over_count = c.max_msgs > 0 && st.msgs > c.max_msgs;
+        let over_bytes = c.max_bytes > 0 && st.bytes > c.max_bytes;
+        let seq = st.first_seq;
+        let Some(raw) = t.msgs.get((sid, seq))?.map(|g| g.value().to_vec()) else {
+            // A hole can only come from an earlier partial purge; step over it.
+            st.first_seq += 1;
+            continue;
+        };
+        let too_old = age_floor > 0 && (records::message_hlc(&raw)? >> 16) < age_floor;
+        if !(over_count || over_bytes || too_old) {
+            break;
+        }
+        let (_, size) = records::message_id_and_size(&raw)?;
+        t.msgs.remove((sid, seq))?;
+        st.msgs -= 1;
+        st.bytes = st.bytes.saturating_sub(size);
+        st.first_seq = seq + 1;
+        removed += 1;
+    }
+    if st.msgs == 0 {
+        st.first_seq = st.last_seq + 1;
+    }
+    let mut dedup_removed = 0;
+    if purge_age {
+        let floor = now_ms.saturating_sub(c.dedup_window_ms);
+        let mut expired = Vec::new();
+        for row in t.expiry.range((sid, 0)..=(sid, u64::MAX))? {
+            let (k, v) = row?;
+            let (time_ms, id) = records::decode_expiry(v.value())?;
+            if time_ms >= floor {
+                break;
+            }
+            expired.push((k.value().1, id));
+        }
+        for (seq, id) in expired {
+            t.expiry.remove((sid, seq))?;
+            t.dedup.remove((sid, id.as_str()))?;
+            dedup_removed += 1;
+        }
+    }
+    Ok((removed, dedup_removed))
+}
+
+fn open_group(
+    mut group: GroupRecord,
+    name: &str,
+    start: StartPosition,
+    t: &mut Tables<'_>,
+    streams: &BTreeMap<String, StreamRecord>,
+) -> Result<Result<(GroupRecord, Vec<PendingRow>), StoreError>, StoreError> {
+    let Some(rec) = streams.get(&group.stream) else {
+        return Ok(Err(StoreError::StreamNotFound(group.stream)));
+    };
+    let sid = rec.sid;
+    let existing = t.groups.get((sid, name))?.map(|g| g.value().to_vec());
+    let group = match existing {
+        Some(raw) => {
+            let mut g = records::decode_group(&raw)?;
+            if g.filter != group.filter {
+                return Ok(Err(StoreError::GroupMismatch(name.to_owned())));
+            }
+            // Delivery settings may change between sessions; the cursor never moves back.
+            if g.ack_wait_ms != group.ack_wait_ms || g.max_deliveries != group.max_deliveries {
+                g.ack_wait_ms = group.ack_wait_ms;
+                g.max_deliveries = group.max_deliveries;
+                t.groups.insert((sid, name), records::encode_group(&g).as_slice())?;
+            }
+            g
+        }
+        None => {
+            let gid = t.meta.get(META_NEXT_GID)?.map(|g| g.value()).unwrap_or(1);
+            t.meta.insert(META_NEXT_GID, gid + 1)?;
+            group.gid = gid as u32;
+            group.cursor = match start {
+                StartPosition::Start => rec.state.first_seq,
+                StartPosition::New => rec.state.last_seq + 1,
+                StartPosition::Seq(s) => s.max(rec.state.first_seq),
+                StartPosition::Time(ms) => seq_at_time(&t.msgs, sid, &rec.state, ms)?,
+            };
+            t.groups.insert((sid, name), records::encode_group(&group).as_slice())?;
+            group
+        }
+    };
+    let mut pending = Vec::new();
+    for row in t.pending.range((group.gid, 0)..=(group.gid, u64::MAX))? {
+        let (k, v) = row?;
+        let (deliveries, redeliver_at_ms) = v.value();
+        pending.push(PendingRow {
+            seq: k.value().1,
+            deliveries,
+            redeliver_at_ms,
+        });
+    }
+    Ok(Ok((group, pending)))
+}
+
+/// First sequence committed at or after `ms` (binary search: HLCs grow with sequence).
+pub(crate) fn seq_at_time<T: ReadableTable<(u32, u64), &'static [u8]>>(
+    msgs: &T,
+    sid: u32,
+    st: &StreamState,
+    ms: u64,
+) -> Result<u64, StoreError> {
+    let (mut lo, mut hi) = (st.first_seq, st.last_seq + 1);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        // The first stored message at or after `mid` (purges leave no holes, but be safe).
+        let found = msgs.range((sid, mid)..=(sid, u64::MAX))?.next();
+        let (seq, time) = match found {
+            Some(row) => {
+                let (k, v) = row?;
+                (k.value().1, records::message_hlc(v.value())? >> 16)
+            }
+            None => {
+                hi = mid;
+                continue;
+            }
+        };
+        if time < ms {
+            lo = seq + 1;
+        } else {
+            hi = mid.min(seq);
+            if hi == mid {
+                // `seq` may be past `mid` if a hole exists; narrowing to `mid` keeps progress.
+            }
+        }
+    }
+    Ok(lo)
+}
