@@ -442,7 +442,9 @@ impl Frame {
             PUBLISH_BATCH => {
                 let req_id = r.u64("req_id")?;
                 let ack = AckLevel::decode(r.u8("ack_level")?)?;
-                let n = r.count(true, BATCH_MESSAGES_MAX, 13, "messages")?;
+                // Smallest message: empty subject (2), id and key absent (1 + 1),
+                // no headers (2), empty payload (4).
+                let n = r.count(true, BATCH_MESSAGES_MAX, 10, "messages")?;
                 let mut msgs = Vec::with_capacity(n);
                 for _ in 0..n {
                     msgs.push(read_pub_message(&mut r)?);

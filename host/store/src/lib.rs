@@ -104,10 +104,14 @@ impl Shared {
     }
 }
 
+/// The open database. The writer replaces it after an I/O failure (redb refuses every
+/// later write until the file is closed and reopened); readers take a clone per read.
+pub(crate) type DbSlot = Arc<RwLock<Option<Arc<Database>>>>;
+
 /// Handle to an open store. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<Database>,
+    db: DbSlot,
     tx: mpsc::Sender<Op>,
     shared: Arc<Shared>,
     writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
@@ -122,23 +126,10 @@ impl Store {
                     .map_err(|e| StoreError::from(redb::Error::Io(e)))?;
             }
         }
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&opts.path)
-            .map_err(|e| StoreError::from(redb::Error::Io(e)))?;
-        let db = Database::builder()
-            .set_cache_size(opts.cache_bytes)
-            .create_with_backend(backend::Backend::new(file, opts.faults.clone())?)?;
+        let db = open_db(&opts)?;
         let streams = load(&db)?;
-        let last_hlc = streams
-            .values()
-            .map(|r| (r.state.last_time_ms << 16) | 0xffff)
-            .max()
-            .unwrap_or(0);
-        let db = Arc::new(db);
+        let last_hlc = last_hlc(&streams);
+        let db: DbSlot = Arc::new(RwLock::new(Some(Arc::new(db))));
         let shared = Arc::new(Shared {
             streams: RwLock::new(BTreeMap::new()),
         });
@@ -150,6 +141,7 @@ impl Store {
             opts,
             streams,
             last_hlc,
+            broken: false,
         };
         let handle = std::thread::Builder::new()
             .name("tern-store-writer".into())
@@ -181,6 +173,21 @@ impl Store {
             Ok(v) => v,
             Err(e) => (0..n).map(|_| Err(e.duplicate())).collect(),
         }
+    }
+
+    /// Queue messages for the writer and return at once (after waiting only for queue
+    /// space); the receiver yields the results once the commit is durable. Requests
+    /// submitted in order are committed in order.
+    pub async fn submit_append(
+        &self,
+        msgs: Vec<PubMessage>,
+    ) -> Result<oneshot::Receiver<Vec<Result<Receipt, StoreError>>>, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Op::Append { msgs, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        Ok(rx)
     }
 
     /// Create a stream; creating an identical one again returns it unchanged.
@@ -271,6 +278,16 @@ impl Store {
             .ok_or_else(|| StoreError::StreamNotFound(stream.to_owned()))
     }
 
+    fn db(&self) -> Result<Arc<Database>, StoreError> {
+        let slot = self.db.read().unwrap_or_else(|p| p.into_inner());
+        // Empty only while the writer reopens the file after an I/O failure.
+        slot.clone().ok_or_else(|| {
+            StoreError::from(redb::Error::Io(std::io::Error::other(
+                "storage is being reopened after an I/O failure",
+            )))
+        })
+    }
+
     fn sid(&self, stream: &str) -> Result<(u32, tern_proto::StreamState), StoreError> {
         let views = self.shared.streams.read().unwrap_or_else(|p| p.into_inner());
         views
@@ -289,7 +306,7 @@ impl Store {
         bytes_max: usize,
     ) -> Result<Vec<StoredMessage>, StoreError> {
         let (sid, _) = self.sid(stream)?;
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let table = txn.open_table(MSGS)?;
         let mut out = Vec::new();
         let mut bytes = 0usize;
@@ -308,7 +325,7 @@ impl Store {
     /// Read one message by sequence, if still held.
     pub fn get(&self, stream: &str, seq: u64) -> Result<Option<StoredMessage>, StoreError> {
         let (sid, _) = self.sid(stream)?;
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let table = txn.open_table(MSGS)?;
         let v = table.get((sid, seq))?;
         v.map(|v| records::decode_message(seq, v.value())).transpose()
@@ -322,7 +339,7 @@ impl Store {
             StartPosition::New => st.last_seq + 1,
             StartPosition::Seq(s) => s.max(st.first_seq),
             StartPosition::Time(ms) => {
-                let txn = self.db.begin_read()?;
+                let txn = self.db()?.begin_read()?;
                 let table = txn.open_table(MSGS)?;
                 writer::seq_at_time(&table, sid, &st, ms)?
             }
@@ -344,8 +361,30 @@ impl Store {
     }
 }
 
+pub(crate) fn open_db(opts: &StoreOptions) -> Result<Database, StoreError> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&opts.path)
+        .map_err(|e| StoreError::from(redb::Error::Io(e)))?;
+    Ok(Database::builder()
+        .set_cache_size(opts.cache_bytes)
+        .create_with_backend(backend::Backend::new(file, opts.faults.clone())?)?)
+}
+
+/// An HLC above every stored one, so new stamps keep growing after a restart.
+pub(crate) fn last_hlc(streams: &BTreeMap<String, StreamRecord>) -> u64 {
+    streams
+        .values()
+        .map(|r| (r.state.last_time_ms << 16) | 0xffff)
+        .max()
+        .unwrap_or(0)
+}
+
 /// Read every stream record, creating the tables and format marker on a new file.
-fn load(db: &Database) -> Result<BTreeMap<String, StreamRecord>, StoreError> {
+pub(crate) fn load(db: &Database) -> Result<BTreeMap<String, StreamRecord>, StoreError> {
     let txn = db.begin_write()?;
     {
         let mut meta = txn.open_table(META)?;

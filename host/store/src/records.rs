@@ -233,7 +233,7 @@ pub struct GroupRecord {
     pub filter: String,
     pub ack_wait_ms: u32,
     pub max_deliveries: u32,
-    /// Next sequence never yet delivered to the group.
+    /// Ack floor: every sequence below it is acked or dead-lettered.
     pub cursor: u64,
 }
 

@@ -18,7 +18,8 @@ pub(crate) const DEDUP_EXPIRY: TableDefinition<(u32, u64), &[u8]> =
 pub(crate) const KEYS: TableDefinition<(u32, &str), u64> = TableDefinition::new("keys");
 /// (stream id, group name) -> group record.
 pub(crate) const GROUPS: TableDefinition<(u32, &str), &[u8]> = TableDefinition::new("groups");
-/// (group id, local seq) -> (deliveries so far, redeliver-at ms) of a delivered, unacked message.
+/// (group id, local seq) -> (deliveries so far, acked 0/1) for messages above the group's ack
+/// floor that were redelivered or acked out of order.
 pub(crate) const PENDING: TableDefinition<(u32, u64), (u32, u64)> = TableDefinition::new("pending");
 
 /// META key of the on-disk format version.

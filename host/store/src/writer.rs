@@ -9,6 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
 use redb::{Database, ReadableTable, Table, WriteTransaction};
+
 use tern_proto::{subject, AckLevel, PubMessage, Receipt, StartPosition, StreamConfig, StreamInfo, StreamState};
 use tokio::sync::{mpsc, oneshot};
 
@@ -49,12 +50,14 @@ pub(crate) enum Op {
     },
 }
 
-/// A delivered, unacked message of a group.
+/// Durable per-message state of a group above its ack floor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PendingRow {
     pub seq: u64,
+    /// Deliveries so far (kept across restarts so max-deliveries holds).
     pub deliveries: u32,
-    pub redeliver_at_ms: u64,
+    /// Acked (or dead-lettered) while an older message is still unacked.
+    pub acked: bool,
 }
 
 /// Durable changes to one group, applied atomically (with its dead letters).
@@ -62,12 +65,11 @@ pub struct PendingRow {
 pub struct GroupUpdate {
     pub stream: String,
     pub group: String,
-    /// New cursor (next never-delivered sequence), if it moved.
+    /// New ack floor (every sequence below it is acked or dead-lettered), if it moved.
+    /// Rows below the new floor are removed.
     pub cursor: Option<u64>,
     /// Rows to insert or replace.
     pub upsert: Vec<PendingRow>,
-    /// Sequences acked (or dead-lettered): their rows are removed.
-    pub remove: Vec<u64>,
     /// Messages to publish (to the dead-letter stream) in the same transaction.
     pub dead_letters: Vec<PubMessage>,
 }
@@ -133,12 +135,14 @@ impl Answer {
 }
 
 pub(crate) struct Writer {
-    pub(crate) db: Arc<Database>,
+    pub(crate) db: crate::DbSlot,
     pub(crate) shared: Arc<Shared>,
     pub(crate) opts: StoreOptions,
     /// Authoritative stream records; `Shared` gets a copy after each commit.
     pub(crate) streams: BTreeMap<String, StreamRecord>,
     pub(crate) last_hlc: u64,
+    /// A write failed with an I/O error: reopen the file before the next transaction.
+    pub(crate) broken: bool,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -194,12 +198,66 @@ impl Writer {
         tracing::debug!("store writer stopped");
     }
 
+    /// After an I/O failure redb refuses every write until the file is reopened: wait for
+    /// readers to let go of the old handle, reopen (redb repairs from the last commit) and
+    /// reload the stream records.
+    fn reopen(&mut self) -> Result<(), StoreError> {
+        let old = self.db.write().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(mut old) = old {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                match Arc::try_unwrap(old) {
+                    Ok(db) => {
+                        drop(db);
+                        break;
+                    }
+                    Err(still_shared) if std::time::Instant::now() < deadline => {
+                        old = still_shared;
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                    }
+                    Err(still_shared) => {
+                        *self.db.write().unwrap_or_else(|p| p.into_inner()) = Some(still_shared);
+                        return Err(StoreError::from(redb::Error::Io(std::io::Error::other(
+                            "readers still hold the failed database",
+                        ))));
+                    }
+                }
+            }
+        }
+        let db = crate::open_db(&self.opts)?;
+        let streams = crate::load(&db)?;
+        self.last_hlc = self.last_hlc.max(crate::last_hlc(&streams));
+        self.streams = streams;
+        self.shared.publish(&self.streams);
+        *self.db.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(db));
+        tracing::info!("storage reopened after an I/O failure");
+        Ok(())
+    }
+
+    fn current_db(&self) -> Option<Arc<Database>> {
+        self.db.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     fn apply_batch(&mut self, batch: Vec<Op>) {
-        let txn = match self.db.begin_write() {
+        if self.broken || self.current_db().is_none() {
+            if let Err(e) = self.reopen() {
+                tracing::error!(error = %e, "cannot reopen storage");
+                batch.into_iter().for_each(|op| op.fail(&e));
+                return;
+            }
+            self.broken = false;
+        }
+        let Some(db) = self.current_db() else {
+            let e = StoreError::Closed;
+            batch.into_iter().for_each(|op| op.fail(&e));
+            return;
+        };
+        let txn = match db.begin_write() {
             Ok(t) => t,
             Err(e) => {
                 let e = StoreError::from(e);
                 tracing::error!(error = %e, "cannot begin write transaction");
+                self.broken = true;
                 batch.into_iter().for_each(|op| op.fail(&e));
                 return;
             }
@@ -230,12 +288,14 @@ impl Writer {
         })();
         if let Err(e) = fatal {
             // The transaction is dropped (aborted): nothing of this batch is stored.
+            self.broken = matches!(e, StoreError::Storage(_) | StoreError::DiskFull);
             tracing::error!(error = %e, "write transaction failed; nothing of this batch is stored");
             answers.into_iter().for_each(|a| a.fail(&e));
             return;
         }
         if let Err(e) = txn.commit() {
             let e = StoreError::from(e);
+            self.broken = true;
             tracing::error!(error = %e, "commit failed; nothing of this batch is stored");
             answers.into_iter().for_each(|a| a.fail(&e));
             return;
@@ -449,19 +509,20 @@ impl Writer {
                 return Ok(Err(e));
             }
         }
+        for r in u.upsert {
+            if r.seq >= u.cursor.unwrap_or(0).max(g.cursor) {
+                t.pending
+                    .insert((g.gid, r.seq), (r.deliveries, u64::from(r.acked)))?;
+            }
+        }
         if let Some(c) = u.cursor {
             if c > g.cursor {
+                t.pending
+                    .retain_in((g.gid, g.cursor)..(g.gid, c), |_, _| false)?;
                 g.cursor = c;
                 t.groups
                     .insert((sid, u.group.as_str()), records::encode_group(&g).as_slice())?;
             }
-        }
-        for r in u.upsert {
-            t.pending
-                .insert((g.gid, r.seq), (r.deliveries, r.redeliver_at_ms))?;
-        }
-        for s in u.remove {
-            t.pending.remove((g.gid, s))?;
         }
         Ok(Ok(()))
     }
@@ -648,11 +709,11 @@ fn open_group(
     let mut pending = Vec::new();
     for row in t.pending.range((group.gid, 0)..=(group.gid, u64::MAX))? {
         let (k, v) = row?;
-        let (deliveries, redeliver_at_ms) = v.value();
+        let (deliveries, acked) = v.value();
         pending.push(PendingRow {
             seq: k.value().1,
             deliveries,
-            redeliver_at_ms,
+            acked: acked != 0,
         });
     }
     Ok(Ok((group, pending)))

@@ -1,0 +1,51 @@
+//! Stream administration requests and other requests answered at once.
+
+use tern_proto::{ErrorCode, Frame};
+
+use crate::server::Ctx;
+use crate::session::{error_frame, hello_ok, store_error};
+
+pub(crate) async fn handle(frame: Frame, ctx: &Ctx) -> Frame {
+    match frame {
+        Frame::Hello { version, .. } => hello_ok(version, ctx),
+        Frame::StreamAdd { req_id, config } => match ctx.store.create_stream(config).await {
+            Ok(info) => {
+                tracing::info!(stream = %info.config.name, subjects = ?info.config.subjects, "stream ready");
+                Frame::StreamInfo { req_id, info }
+            }
+            Err(e) => Frame::Error {
+                req_id,
+                error: store_error(&e),
+            },
+        },
+        Frame::StreamGet { req_id, name } => match ctx.store.stream_info(&name) {
+            Ok(info) => Frame::StreamInfo { req_id, info },
+            Err(e) => Frame::Error {
+                req_id,
+                error: store_error(&e),
+            },
+        },
+        Frame::StreamList { req_id } => Frame::StreamListResp {
+            req_id,
+            streams: ctx.store.list_streams(),
+        },
+        Frame::StreamRemove { req_id, name } => {
+            ctx.groups.forget_stream(&name).await;
+            match ctx.store.delete_stream(&name).await {
+                Ok(()) => {
+                    tracing::info!(stream = %name, "stream removed");
+                    Frame::Done { req_id }
+                }
+                Err(e) => Frame::Error {
+                    req_id,
+                    error: store_error(&e),
+                },
+            }
+        }
+        other => error_frame(
+            0,
+            ErrorCode::BadRequest,
+            format!("frame kind {:#04x} is not a request", other.kind()),
+        ),
+    }
+}

@@ -1,0 +1,228 @@
+//! Node configuration: a TOML file (every key optional, unknown keys refused) whose
+//! defaults make `tern serve` work with no file at all. examples/tern.toml lists every key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown keys or wrong types.
+    #[error("{path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    /// A value is out of range.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// UDP address the QUIC endpoint binds.
+    pub listen: SocketAddr,
+    /// Directory for the redb file and the development certificates.
+    pub data_dir: PathBuf,
+    /// Name of this node, reported to clients.
+    pub node_name: String,
+    /// Region this node belongs to; stamped as `origin` on messages it accepts.
+    pub region: String,
+    pub tls: TlsConfig,
+    pub limits: LimitsConfig,
+    pub storage: StorageConfig,
+    pub consumer: ConsumerConfig,
+    pub shutdown: ShutdownConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain; unset means a development certificate in `data_dir`.
+    pub cert: Option<PathBuf>,
+    /// PEM private key for `cert`.
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub connections_max: usize,
+    pub streams_per_connection_max: u32,
+    pub frame_bytes_max: usize,
+    pub message_bytes_max: usize,
+    /// Requests of one QUIC stream awaiting their commit before the node stops reading it.
+    pub inflight_per_stream_max: usize,
+    pub idle_timeout_ms: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    pub commit_msgs_max: usize,
+    pub queue_ops_max: usize,
+    pub cache_bytes: usize,
+    pub dedup_window_ms: u64,
+    pub purge_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsumerConfig {
+    pub ack_wait_ms: u32,
+    pub max_deliveries: u32,
+    /// Most unacknowledged credit a subscription may hold.
+    pub credit_max: u32,
+    /// Most messages read from storage at once for one subscription.
+    pub read_batch_msgs: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// How long in-flight work may take to finish after SIGINT/SIGTERM.
+    pub timeout_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7420)),
+            data_dir: PathBuf::from("tern-data"),
+            node_name: "tern-1".into(),
+            region: "local".into(),
+            tls: TlsConfig::default(),
+            limits: LimitsConfig::default(),
+            storage: StorageConfig::default(),
+            consumer: ConsumerConfig::default(),
+            shutdown: ShutdownConfig::default(),
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            connections_max: 1024,
+            streams_per_connection_max: 64,
+            frame_bytes_max: tern_proto::limits::FRAME_BYTES_MAX,
+            message_bytes_max: 1024 * 1024,
+            inflight_per_stream_max: 4096,
+            idle_timeout_ms: 30_000,
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            commit_msgs_max: 8192,
+            queue_ops_max: 4096,
+            cache_bytes: 64 * 1024 * 1024,
+            dedup_window_ms: 24 * 3600 * 1000,
+            purge_interval_ms: 1000,
+        }
+    }
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        ConsumerConfig {
+            ack_wait_ms: 30_000,
+            max_deliveries: 5,
+            credit_max: 10_000,
+            read_batch_msgs: 256,
+        }
+    }
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig { timeout_ms: 10_000 }
+    }
+}
+
+impl Config {
+    /// Load a TOML file; keys it leaves out take their defaults.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let c: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(e),
+        })?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        if l.message_bytes_max + 64 * 1024 > l.frame_bytes_max {
+            return Err(ConfigError::Invalid(
+                "limits.frame_bytes_max must exceed limits.message_bytes_max by 64 KiB".into(),
+            ));
+        }
+        if l.frame_bytes_max > tern_proto::limits::FRAME_BYTES_MAX {
+            return Err(ConfigError::Invalid(format!(
+                "limits.frame_bytes_max may be at most {}",
+                tern_proto::limits::FRAME_BYTES_MAX
+            )));
+        }
+        if l.connections_max == 0 || l.inflight_per_stream_max == 0 {
+            return Err(ConfigError::Invalid("limits must be positive".into()));
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return Err(ConfigError::Invalid("tls.cert and tls.key go together".into()));
+        }
+        if self.consumer.credit_max == 0 || self.consumer.read_batch_msgs == 0 {
+            return Err(ConfigError::Invalid("consumer limits must be positive".into()));
+        }
+        if self.storage.commit_msgs_max == 0 || self.storage.queue_ops_max == 0 {
+            return Err(ConfigError::Invalid("storage limits must be positive".into()));
+        }
+        tern_proto::subject::validate_name("region", &self.region)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_is_the_defaults() {
+        let text = include_str!("../../../examples/tern.toml");
+        let c = Config::parse(text, Path::new("tern.toml")).unwrap();
+        assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let e = Config::parse("listen = \"127.0.0.1:1\"\nlisten_addr = 1\n", Path::new("x"));
+        assert!(matches!(e, Err(ConfigError::Parse { .. })), "{e:?}");
+        let e = Config::parse("[limits]\nconnection_max = 1\n", Path::new("x"));
+        assert!(matches!(e, Err(ConfigError::Parse { .. })), "{e:?}");
+    }
+
+    #[test]
+    fn out_of_range_values_are_errors() {
+        let e = Config::parse("[limits]\nmessage_bytes_max = 20000000\n", Path::new("x"));
+        assert!(matches!(e, Err(ConfigError::Invalid(_))), "{e:?}");
+    }
+}

@@ -1,0 +1,193 @@
+//! The node: QUIC endpoint, connection admission, background purge, graceful shutdown.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tern_net::TransportLimits;
+use tern_store::{FaultSwitch, Store, StoreOptions};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::groups::Groups;
+use crate::session;
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// Storage could not be opened.
+    #[error("storage: {0}")]
+    Store(#[from] tern_store::StoreError),
+    /// Certificates or the endpoint could not be set up.
+    #[error("transport: {0}")]
+    Net(#[from] tern_net::NetError),
+    /// The UDP socket could not be bound.
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Everything a session needs, shared by all connections.
+pub(crate) struct Ctx {
+    pub config: Config,
+    pub store: Store,
+    pub groups: Groups,
+    pub shutdown: CancellationToken,
+    pub tasks: TaskTracker,
+}
+
+/// A running node.
+pub struct Node {
+    addr: SocketAddr,
+    ca: Option<PathBuf>,
+    ctx: Arc<Ctx>,
+    endpoint: quinn::Endpoint,
+    main: tokio::task::JoinHandle<()>,
+}
+
+impl Node {
+    /// Open storage, bind the endpoint and start serving.
+    pub async fn start(config: Config) -> Result<Node, NodeError> {
+        Node::start_with_faults(config, Arc::default()).await
+    }
+
+    /// As [`Node::start`], with a storage fault switch tests can flip.
+    pub async fn start_with_faults(
+        config: Config,
+        faults: Arc<FaultSwitch>,
+    ) -> Result<Node, NodeError> {
+        config.validate()?;
+        std::fs::create_dir_all(&config.data_dir).map_err(tern_net::NetError::Io)?;
+        let (chain, key, ca) = match (&config.tls.cert, &config.tls.key) {
+            (Some(c), Some(k)) => (tern_net::load_certs(c)?, tern_net::load_key(k)?, None),
+            _ => {
+                let dev = tern_net::dev_certs(&config.data_dir)?;
+                (
+                    tern_net::load_certs(&dev.cert)?,
+                    tern_net::load_key(&dev.key)?,
+                    Some(dev.ca),
+                )
+            }
+        };
+        let limits = TransportLimits {
+            streams_per_connection_max: config.limits.streams_per_connection_max,
+            idle_timeout_ms: config.limits.idle_timeout_ms,
+            ..TransportLimits::default()
+        };
+        let server = tern_net::server_config(chain, key, &limits)?;
+        let mut opts = StoreOptions::new(config.data_dir.join("tern.redb"));
+        opts.origin = config.region.clone();
+        opts.dedup_window_ms_default = config.storage.dedup_window_ms;
+        opts.commit_msgs_max = config.storage.commit_msgs_max;
+        opts.queue_ops_max = config.storage.queue_ops_max;
+        opts.cache_bytes = config.storage.cache_bytes;
+        opts.faults = faults;
+        let store = tokio::task::spawn_blocking(move || Store::open(opts))
+            .await
+            .map_err(|e| tern_net::NetError::Io(std::io::Error::other(e)))??;
+        let endpoint = quinn::Endpoint::server(server, config.listen).map_err(|source| {
+            NodeError::Bind {
+                addr: config.listen,
+                source,
+            }
+        })?;
+        let addr = endpoint.local_addr().map_err(tern_net::NetError::Io)?;
+        let ctx = Arc::new(Ctx {
+            groups: Groups::default(),
+            config,
+            store,
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        });
+        tracing::info!(%addr, node = %ctx.config.node_name, data = %ctx.config.data_dir.display(), "node listening");
+        ctx.tasks.spawn(purge_loop(ctx.clone()));
+        let main = tokio::spawn(accept_loop(endpoint.clone(), ctx.clone()));
+        Ok(Node {
+            addr,
+            ca,
+            ctx,
+            endpoint,
+            main,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The development CA clients must trust (None with configured certificates).
+    pub fn dev_ca(&self) -> Option<&std::path::Path> {
+        self.ca.as_deref()
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.ctx.store
+    }
+
+    /// Stop accepting, let in-flight requests finish (up to the shutdown timeout), close
+    /// every connection, and stop storage after its queued writes are committed.
+    pub async fn shutdown(self) {
+        tracing::info!("shutting down");
+        self.ctx.shutdown.cancel();
+        let _ = self.main.await;
+        self.ctx.tasks.close();
+        let timeout = Duration::from_millis(self.ctx.config.shutdown.timeout_ms);
+        if tokio::time::timeout(timeout, self.ctx.tasks.wait()).await.is_err() {
+            tracing::warn!("shutdown timeout: closing remaining connections");
+        }
+        self.endpoint.close(0u32.into(), b"shutting down");
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+        let store = self.ctx.store.clone();
+        drop(self.ctx);
+        let _ = tokio::task::spawn_blocking(move || store.close()).await;
+        tracing::info!("stopped");
+    }
+}
+
+async fn accept_loop(endpoint: quinn::Endpoint, ctx: Arc<Ctx>) {
+    let slots = Arc::new(Semaphore::new(ctx.config.limits.connections_max));
+    loop {
+        let incoming = tokio::select! {
+            _ = ctx.shutdown.cancelled() => break,
+            i = endpoint.accept() => match i {
+                Some(i) => i,
+                None => break,
+            },
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(remote = %incoming.remote_address(), "connection limit reached; refusing");
+            incoming.refuse();
+            continue;
+        };
+        let ctx2 = ctx.clone();
+        ctx.tasks.spawn(async move {
+            session::serve_connection(incoming, ctx2).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn purge_loop(ctx: Arc<Ctx>) {
+    let every = Duration::from_millis(ctx.config.storage.purge_interval_ms.max(10));
+    loop {
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        match ctx.store.purge(crate::now_ms()).await {
+            Ok(r) if r.messages > 0 || r.dedup_entries > 0 => {
+                tracing::debug!(messages = r.messages, dedup_entries = r.dedup_entries, "purged")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "purge failed"),
+        }
+    }
+}

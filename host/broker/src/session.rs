@@ -1,0 +1,300 @@
+//! One client connection: each QUIC bidirectional stream is either a request stream
+//! (pipelined requests, answered in order) or a subscription (first frame `Subscribe`).
+
+use std::sync::Arc;
+
+use tern_net::{FrameReader, FrameWriter, NetError};
+use tern_proto::{
+    AckLevel, DecodeError, ErrorBody, ErrorCode, Frame, PubMessage, Receipt, PROTOCOL_VERSION,
+};
+use tern_store::StoreError;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::consumer;
+use crate::server::Ctx;
+
+/// QUIC application close codes.
+pub(crate) const CLOSE_PROTOCOL: u32 = 1;
+pub(crate) const CLOSE_FRAME_TOO_LARGE: u32 = 2;
+pub(crate) const CLOSE_SHUTDOWN: u32 = 3;
+
+pub(crate) async fn serve_connection(incoming: quinn::Incoming, ctx: Arc<Ctx>) {
+    let remote = incoming.remote_address();
+    let conn = match incoming.await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!(%remote, error = %e, "handshake failed");
+            return;
+        }
+    };
+    tracing::debug!(%remote, "connection open");
+    loop {
+        let (send, recv) = tokio::select! {
+            _ = ctx.shutdown.cancelled() => break,
+            s = conn.accept_bi() => match s {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(%remote, error = %e, "connection closed");
+                    return;
+                }
+            },
+        };
+        let ctx2 = ctx.clone();
+        let conn2 = conn.clone();
+        ctx.tasks.spawn(async move {
+            if let Err(e) = serve_stream(send, recv, &ctx2).await {
+                match &e {
+                    NetError::Decode(DecodeError::FrameTooLarge { .. }) => {
+                        tracing::warn!(%remote, error = %e, "closing connection");
+                        conn2.close(CLOSE_FRAME_TOO_LARGE.into(), b"frame too large");
+                    }
+                    NetError::Decode(_) | NetError::TruncatedStream => {
+                        tracing::warn!(%remote, error = %e, "protocol error; closing connection");
+                        conn2.close(CLOSE_PROTOCOL.into(), b"protocol error");
+                    }
+                    _ => tracing::debug!(%remote, error = %e, "stream ended"),
+                }
+            }
+        });
+    }
+    // Shutdown: give in-flight streams their chance (the tracker waits), then close.
+    conn.close(CLOSE_SHUTDOWN.into(), b"node shutting down");
+}
+
+async fn serve_stream(
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    ctx: &Arc<Ctx>,
+) -> Result<(), NetError> {
+    let mut reader = FrameReader::new(recv, ctx.config.limits.frame_bytes_max);
+    let mut writer = FrameWriter::new(send);
+    let Some(first) = reader.next().await? else {
+        return Ok(());
+    };
+    if let Frame::Subscribe(sub) = first {
+        return consumer::serve(sub, reader, writer, ctx).await;
+    }
+    serve_requests(first, reader, &mut writer, ctx).await
+}
+
+/// An answer the stream's writer sends once ready, in request order.
+enum Answer {
+    Now(Frame),
+    Publish {
+        req_ids: Vec<u64>,
+        levels: Vec<AckLevel>,
+        /// Messages refused before storage (e.g. too large), by position.
+        refused: Vec<Option<ErrorBody>>,
+        rx: oneshot::Receiver<Vec<Result<Receipt, StoreError>>>,
+        batch: bool,
+    },
+}
+
+pub(crate) fn error_frame(req_id: u64, code: ErrorCode, message: impl Into<String>) -> Frame {
+    Frame::Error {
+        req_id,
+        error: ErrorBody {
+            code,
+            message: message.into(),
+        },
+    }
+}
+
+pub(crate) fn store_error(e: &StoreError) -> ErrorBody {
+    ErrorBody {
+        code: e.code(),
+        message: e.to_string(),
+    }
+}
+
+/// Read requests and hand each to storage without waiting for earlier ones to commit;
+/// a separate task writes the answers in order as commits complete.
+async fn serve_requests(
+    first: Frame,
+    mut reader: FrameReader,
+    writer: &mut FrameWriter,
+    ctx: &Arc<Ctx>,
+) -> Result<(), NetError> {
+    let (tx, rx) = mpsc::channel::<Answer>(ctx.config.limits.inflight_per_stream_max);
+    let (result, write_result) = tokio::join!(
+        read_requests(first, &mut reader, tx, ctx),
+        write_answers(rx, writer)
+    );
+    write_result?;
+    result?;
+    writer.finish().await
+}
+
+async fn read_requests(
+    first: Frame,
+    reader: &mut FrameReader,
+    tx: mpsc::Sender<Answer>,
+    ctx: &Arc<Ctx>,
+) -> Result<(), NetError> {
+    let mut next = Some(first);
+    loop {
+        let frame = match next.take() {
+            Some(f) => f,
+            None => {
+                let f = tokio::select! {
+                    _ = ctx.shutdown.cancelled() => return Ok(()),
+                    f = reader.next() => f?,
+                };
+                match f {
+                    Some(f) => f,
+                    None => return Ok(()),
+                }
+            }
+        };
+        let answer = match frame {
+            Frame::Publish { .. } => {
+                // Gather every publish already buffered into one storage request.
+                let mut frames = vec![frame];
+                while frames.len() < 1024 && reader.has_buffered_frame() {
+                    match reader.next().await? {
+                        Some(f @ Frame::Publish { .. }) => frames.push(f),
+                        Some(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+                publish(frames, ctx).await
+            }
+            Frame::PublishBatch { req_id, ack, msgs } => publish_batch(req_id, ack, msgs, ctx).await,
+            other => Answer::Now(crate::admin::handle(other, ctx).await),
+        };
+        if tx.send(answer).await.is_err() {
+            return Ok(()); // the writer failed; it reports why
+        }
+    }
+}
+
+fn check_message(m: &PubMessage, ctx: &Ctx) -> Option<ErrorBody> {
+    let size = m.payload.len() + m.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+    if size > ctx.config.limits.message_bytes_max {
+        return Some(ErrorBody {
+            code: ErrorCode::MessageTooLarge,
+            message: format!(
+                "message of {size} bytes exceeds the limit of {}",
+                ctx.config.limits.message_bytes_max
+            ),
+        });
+    }
+    None
+}
+
+async fn submit(
+    msgs: Vec<(u64, AckLevel, PubMessage)>,
+    batch: bool,
+    ctx: &Arc<Ctx>,
+) -> Answer {
+    let mut req_ids = Vec::with_capacity(msgs.len());
+    let mut levels = Vec::with_capacity(msgs.len());
+    let mut refused = Vec::with_capacity(msgs.len());
+    let mut accepted = Vec::with_capacity(msgs.len());
+    for (req_id, level, m) in msgs {
+        req_ids.push(req_id);
+        levels.push(level);
+        let r = check_message(&m, ctx);
+        if r.is_none() {
+            accepted.push(m);
+        }
+        refused.push(r);
+    }
+    let rx = match ctx.store.submit_append(accepted).await {
+        Ok(rx) => rx,
+        Err(e) => {
+            let (tx, rx) = oneshot::channel();
+            let n = refused.iter().filter(|r| r.is_none()).count();
+            let _ = tx.send((0..n).map(|_| Err(StoreError::Closed)).collect());
+            tracing::debug!(error = %e, "store closed");
+            rx
+        }
+    };
+    Answer::Publish {
+        req_ids,
+        levels,
+        refused,
+        rx,
+        batch,
+    }
+}
+
+async fn publish(frames: Vec<Frame>, ctx: &Arc<Ctx>) -> Answer {
+    let msgs = frames
+        .into_iter()
+        .filter_map(|f| match f {
+            Frame::Publish { req_id, ack, msg } => Some((req_id, ack, msg)),
+            _ => None,
+        })
+        .collect();
+    submit(msgs, false, ctx).await
+}
+
+async fn publish_batch(req_id: u64, ack: AckLevel, msgs: Vec<PubMessage>, ctx: &Arc<Ctx>) -> Answer {
+    submit(msgs.into_iter().map(|m| (req_id, ack, m)).collect(), true, ctx).await
+}
+
+async fn write_answers(mut rx: mpsc::Receiver<Answer>, writer: &mut FrameWriter) -> Result<(), NetError> {
+    while let Some(a) = rx.recv().await {
+        match a {
+            Answer::Now(f) => writer.push(&f),
+            Answer::Publish {
+                req_ids,
+                levels,
+                refused,
+                rx,
+                batch,
+            } => {
+                let stored = rx.await.unwrap_or_default();
+                let mut stored = stored.into_iter();
+                let results = refused.into_iter().zip(levels).map(|(r, level)| match r {
+                    Some(e) => Err(e),
+                    None => match stored.next() {
+                        Some(Ok(mut receipt)) => {
+                            // A region of one: the local fsync is also a quorum.
+                            receipt.level = level;
+                            Ok(receipt)
+                        }
+                        Some(Err(e)) => Err(store_error(&e)),
+                        None => Err(store_error(&StoreError::Closed)),
+                    },
+                });
+                if batch {
+                    writer.push(&Frame::PubAckBatch {
+                        req_id: req_ids[0],
+                        results: results.collect(),
+                    });
+                } else {
+                    for (req_id, r) in req_ids.into_iter().zip(results) {
+                        writer.push(&match r {
+                            Ok(receipt) => Frame::PubAck { req_id, receipt },
+                            Err(error) => Frame::Error { req_id, error },
+                        });
+                    }
+                }
+            }
+        }
+        if rx.is_empty() || writer.buffered() > 256 * 1024 {
+            writer.flush().await?;
+        }
+    }
+    writer.flush().await
+}
+
+pub(crate) fn hello_ok(req_version: u16, ctx: &Ctx) -> Frame {
+    if req_version != PROTOCOL_VERSION {
+        return error_frame(
+            0,
+            ErrorCode::UnsupportedVersion,
+            format!("this node speaks protocol version {PROTOCOL_VERSION}"),
+        );
+    }
+    Frame::HelloOk {
+        version: PROTOCOL_VERSION,
+        node: ctx.config.node_name.clone(),
+        message_bytes_max: ctx.config.limits.message_bytes_max as u32,
+    }
+}
