@@ -13,9 +13,11 @@ pub use tern_proto;
 
 /// Configuration for a test node in `dir`: any free loopback port, fast purges.
 pub fn test_config(dir: &Path) -> Config {
-    let mut c = Config::default();
-    c.listen = "127.0.0.1:0".parse().expect("loopback address");
-    c.data_dir = dir.to_owned();
+    let mut c = Config {
+        listen: "127.0.0.1:0".parse().expect("loopback address"),
+        data_dir: dir.to_owned(),
+        ..Config::default()
+    };
     c.storage.purge_interval_ms = 50;
     c.shutdown.timeout_ms = 2_000;
     c
@@ -114,7 +116,8 @@ where
 pub async fn raw_connect(node: &TestNode) -> quinn::Connection {
     let cfg = tern_net::client_config(&node.ca(), &tern_net::TransportLimits::default())
         .expect("client config");
-    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().expect("address")).expect("endpoint");
+    let mut ep =
+        quinn::Endpoint::client("127.0.0.1:0".parse().expect("address")).expect("endpoint");
     ep.set_default_client_config(cfg);
     ep.connect(node.node().local_addr(), "localhost")
         .expect("connect")

@@ -45,9 +45,12 @@ fn error_code(f: &Frame) -> Option<ErrorCode> {
 
 async fn still_serving(node: &TestNode) {
     let conn = raw_connect(node).await;
-    let out = raw_exchange(&conn, &publish(99, "orders.ok", b"fine".to_vec()).to_bytes())
-        .await
-        .unwrap();
+    let out = raw_exchange(
+        &conn,
+        &publish(99, "orders.ok", b"fine".to_vec()).to_bytes(),
+    )
+    .await
+    .unwrap();
     assert!(matches!(out[0], Frame::PubAck { .. }), "{out:?}");
 }
 
@@ -93,9 +96,12 @@ async fn oversized_frame_closes_and_oversized_message_is_refused() {
     assert_eq!(closed_with(&conn).await, 2);
 
     let conn = raw_connect(&node).await;
-    let out = raw_exchange(&conn, &publish(5, "orders.big", vec![0; 65 * 1024]).to_bytes())
-        .await
-        .unwrap();
+    let out = raw_exchange(
+        &conn,
+        &publish(5, "orders.big", vec![0; 65 * 1024]).to_bytes(),
+    )
+    .await
+    .unwrap();
     assert_eq!(error_code(&out[0]), Some(ErrorCode::MessageTooLarge));
     still_serving(&node).await;
     node.stop().await;
@@ -109,10 +115,28 @@ async fn request_mistakes_get_typed_errors() {
     bytes.extend_from_slice(&publish(1, "nostream.x", b"x".to_vec()).to_bytes());
     bytes.extend_from_slice(&publish(2, "orders.*", b"x".to_vec()).to_bytes());
     bytes.extend_from_slice(&publish(3, "orders..x", b"x".to_vec()).to_bytes());
-    bytes.extend_from_slice(&Frame::StreamGet { req_id: 4, name: "missing".into() }.to_bytes());
-    bytes.extend_from_slice(&Frame::StreamRemove { req_id: 5, name: "missing".into() }.to_bytes());
+    bytes.extend_from_slice(
+        &Frame::StreamGet {
+            req_id: 4,
+            name: "missing".into(),
+        }
+        .to_bytes(),
+    );
+    bytes.extend_from_slice(
+        &Frame::StreamRemove {
+            req_id: 5,
+            name: "missing".into(),
+        }
+        .to_bytes(),
+    );
     bytes.extend_from_slice(&Frame::Credit { credit: 5 }.to_bytes());
-    bytes.extend_from_slice(&Frame::Hello { version: 9, client: "x".into() }.to_bytes());
+    bytes.extend_from_slice(
+        &Frame::Hello {
+            version: 9,
+            client: "x".into(),
+        }
+        .to_bytes(),
+    );
     bytes.extend_from_slice(
         &Frame::StreamAdd {
             req_id: 8,
@@ -176,9 +200,12 @@ async fn client_vanishing_mid_request_does_not_disturb_others() {
 async fn full_disk_fails_publishes_and_loses_nothing() {
     let node = setup().await;
     let conn = raw_connect(&node).await;
-    let out = raw_exchange(&conn, &publish(1, "orders.a", b"before".to_vec()).to_bytes())
-        .await
-        .unwrap();
+    let out = raw_exchange(
+        &conn,
+        &publish(1, "orders.a", b"before".to_vec()).to_bytes(),
+    )
+    .await
+    .unwrap();
     assert!(matches!(out[0], Frame::PubAck { .. }));
     node.faults.set_disk_full(true);
     let out = raw_exchange(&conn, &publish(2, "orders.a", vec![1; 8192]).to_bytes())

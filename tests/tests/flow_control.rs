@@ -73,8 +73,12 @@ async fn a_stalled_subscriber_gets_only_its_credit() {
             },
         };
         raw_exchange(&conn, &more.to_bytes()).await.unwrap();
-        assert!(drain(&mut reader, Duration::from_millis(300), 10).await.is_empty());
-        send.write_all(&Frame::Credit { credit: 3 }.to_bytes()).await.unwrap();
+        assert!(drain(&mut reader, Duration::from_millis(300), 10)
+            .await
+            .is_empty());
+        send.write_all(&Frame::Credit { credit: 3 }.to_bytes())
+            .await
+            .unwrap();
         let next = drain(&mut reader, Duration::from_millis(500), 100).await;
         assert_eq!(next.len(), 3, "exactly the granted credit ({group:?})");
         let seqs: Vec<u64> = first[1..]
@@ -85,7 +89,11 @@ async fn a_stalled_subscriber_gets_only_its_credit() {
                 other => panic!("{other:?}"),
             })
             .collect();
-        assert_eq!(seqs, (1..=8).collect::<Vec<_>>(), "in order, none skipped ({group:?})");
+        assert_eq!(
+            seqs,
+            (1..=8).collect::<Vec<_>>(),
+            "in order, none skipped ({group:?})"
+        );
         let _ = send.finish();
     }
     node.stop().await;

@@ -187,13 +187,19 @@ impl Config {
             return Err(ConfigError::Invalid("limits must be positive".into()));
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
-            return Err(ConfigError::Invalid("tls.cert and tls.key go together".into()));
+            return Err(ConfigError::Invalid(
+                "tls.cert and tls.key go together".into(),
+            ));
         }
         if self.consumer.credit_max == 0 || self.consumer.read_batch_msgs == 0 {
-            return Err(ConfigError::Invalid("consumer limits must be positive".into()));
+            return Err(ConfigError::Invalid(
+                "consumer limits must be positive".into(),
+            ));
         }
         if self.storage.commit_msgs_max == 0 || self.storage.queue_ops_max == 0 {
-            return Err(ConfigError::Invalid("storage limits must be positive".into()));
+            return Err(ConfigError::Invalid(
+                "storage limits must be positive".into(),
+            ));
         }
         tern_proto::subject::validate_name("region", &self.region)
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
@@ -214,7 +220,10 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_errors() {
-        let e = Config::parse("listen = \"127.0.0.1:1\"\nlisten_addr = 1\n", Path::new("x"));
+        let e = Config::parse(
+            "listen = \"127.0.0.1:1\"\nlisten_addr = 1\n",
+            Path::new("x"),
+        );
         assert!(matches!(e, Err(ConfigError::Parse { .. })), "{e:?}");
         let e = Config::parse("[limits]\nconnection_max = 1\n", Path::new("x"));
         assert!(matches!(e, Err(ConfigError::Parse { .. })), "{e:?}");

@@ -33,7 +33,11 @@ fn delivery(stream: &str, m: StoredMessage, delivery_count: u32) -> Frame {
     })
 }
 
-async fn refuse(mut writer: FrameWriter, req_id: u64, e: &tern_store::StoreError) -> Result<(), NetError> {
+async fn refuse(
+    mut writer: FrameWriter,
+    req_id: u64,
+    e: &tern_store::StoreError,
+) -> Result<(), NetError> {
     writer
         .send(&Frame::Error {
             req_id,
@@ -177,8 +181,16 @@ async fn group_member(
         stream: &stream,
         group: &group,
         filter: &sub.subject,
-        ack_wait_ms: if sub.ack_wait_ms == 0 { c.ack_wait_ms } else { sub.ack_wait_ms },
-        max_deliveries: if sub.max_deliveries == 0 { c.max_deliveries } else { sub.max_deliveries },
+        ack_wait_ms: if sub.ack_wait_ms == 0 {
+            c.ack_wait_ms
+        } else {
+            sub.ack_wait_ms
+        },
+        max_deliveries: if sub.max_deliveries == 0 {
+            c.max_deliveries
+        } else {
+            sub.max_deliveries
+        },
         start: sub.start,
     };
     let (state, member) = match ctx.groups.join(&ctx.store, req).await {
@@ -206,7 +218,13 @@ async fn group_member(
                 let claimed = {
                     let mut g = state.lock().await;
                     let r = g
-                        .claim(&ctx.store, member, crate::now_ms(), credit as usize, c.read_batch_msgs)
+                        .claim(
+                            &ctx.store,
+                            member,
+                            crate::now_ms(),
+                            credit as usize,
+                            c.read_batch_msgs,
+                        )
                         .await;
                     next_due = g.next_due_ms();
                     r

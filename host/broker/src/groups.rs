@@ -45,10 +45,13 @@ pub(crate) struct GroupState {
     next_member: u64,
 }
 
-/// Active groups of this node.
+/// A group shared by its members on this node.
+pub(crate) type SharedGroup = Arc<Mutex<GroupState>>;
+
+/// Active groups of this node, by (stream, group).
 #[derive(Default)]
 pub(crate) struct Groups {
-    map: Mutex<HashMap<(String, String), Arc<Mutex<GroupState>>>>,
+    map: Mutex<HashMap<(String, String), SharedGroup>>,
 }
 
 /// Settings a member asks for when joining.
@@ -67,7 +70,7 @@ impl Groups {
         &self,
         store: &Store,
         req: JoinRequest<'_>,
-    ) -> Result<(Arc<Mutex<GroupState>>, u64), StoreError> {
+    ) -> Result<(SharedGroup, u64), StoreError> {
         let key = (req.stream.to_owned(), req.group.to_owned());
         let mut map = self.map.lock().await;
         if let Some(g) = map.get(&key) {
@@ -196,7 +199,8 @@ impl GroupState {
                 }
                 Some(m) if inf.deliveries >= self.max_deliveries => {
                     tracing::info!(stream = %self.stream, group = %self.name, seq, deliveries = inf.deliveries, "dead-lettering");
-                    upd.dead_letters.push(self.dead_letter(&m, "max_deliveries"));
+                    upd.dead_letters
+                        .push(self.dead_letter(&m, "max_deliveries"));
                     self.inflight.remove(&seq);
                     self.mark_acked(seq, &mut upd);
                 }
@@ -238,7 +242,8 @@ impl GroupState {
                 }
                 let d = prior.map_or(0, |r| r.deliveries) + 1;
                 if d > self.max_deliveries {
-                    upd.dead_letters.push(self.dead_letter(&m, "max_deliveries"));
+                    upd.dead_letters
+                        .push(self.dead_letter(&m, "max_deliveries"));
                     self.mark_acked(m.seq, &mut upd);
                     continue;
                 }

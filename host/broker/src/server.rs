@@ -93,12 +93,11 @@ impl Node {
         let store = tokio::task::spawn_blocking(move || Store::open(opts))
             .await
             .map_err(|e| tern_net::NetError::Io(std::io::Error::other(e)))??;
-        let endpoint = quinn::Endpoint::server(server, config.listen).map_err(|source| {
-            NodeError::Bind {
+        let endpoint =
+            quinn::Endpoint::server(server, config.listen).map_err(|source| NodeError::Bind {
                 addr: config.listen,
                 source,
-            }
-        })?;
+            })?;
         let addr = endpoint.local_addr().map_err(tern_net::NetError::Io)?;
         let ctx = Arc::new(Ctx {
             groups: Groups::default(),
@@ -140,7 +139,10 @@ impl Node {
         let _ = self.main.await;
         self.ctx.tasks.close();
         let timeout = Duration::from_millis(self.ctx.config.shutdown.timeout_ms);
-        if tokio::time::timeout(timeout, self.ctx.tasks.wait()).await.is_err() {
+        if tokio::time::timeout(timeout, self.ctx.tasks.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("shutdown timeout: closing remaining connections");
         }
         self.endpoint.close(0u32.into(), b"shutting down");
@@ -184,7 +186,11 @@ async fn purge_loop(ctx: Arc<Ctx>) {
         }
         match ctx.store.purge(crate::now_ms()).await {
             Ok(r) if r.messages > 0 || r.dedup_entries > 0 => {
-                tracing::debug!(messages = r.messages, dedup_entries = r.dedup_entries, "purged")
+                tracing::debug!(
+                    messages = r.messages,
+                    dedup_entries = r.dedup_entries,
+                    "purged"
+                )
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "purge failed"),

@@ -162,7 +162,9 @@ async fn read_requests(
                 }
                 publish(frames, ctx).await
             }
-            Frame::PublishBatch { req_id, ack, msgs } => publish_batch(req_id, ack, msgs, ctx).await,
+            Frame::PublishBatch { req_id, ack, msgs } => {
+                publish_batch(req_id, ack, msgs, ctx).await
+            }
             other => Answer::Now(crate::admin::handle(other, ctx).await),
         };
         if tx.send(answer).await.is_err() {
@@ -172,7 +174,11 @@ async fn read_requests(
 }
 
 fn check_message(m: &PubMessage, ctx: &Ctx) -> Option<ErrorBody> {
-    let size = m.payload.len() + m.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+    let size = m.payload.len()
+        + m.headers
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>();
     if size > ctx.config.limits.message_bytes_max {
         return Some(ErrorBody {
             code: ErrorCode::MessageTooLarge,
@@ -185,11 +191,7 @@ fn check_message(m: &PubMessage, ctx: &Ctx) -> Option<ErrorBody> {
     None
 }
 
-async fn submit(
-    msgs: Vec<(u64, AckLevel, PubMessage)>,
-    batch: bool,
-    ctx: &Arc<Ctx>,
-) -> Answer {
+async fn submit(msgs: Vec<(u64, AckLevel, PubMessage)>, batch: bool, ctx: &Arc<Ctx>) -> Answer {
     let mut req_ids = Vec::with_capacity(msgs.len());
     let mut levels = Vec::with_capacity(msgs.len());
     let mut refused = Vec::with_capacity(msgs.len());
@@ -233,11 +235,24 @@ async fn publish(frames: Vec<Frame>, ctx: &Arc<Ctx>) -> Answer {
     submit(msgs, false, ctx).await
 }
 
-async fn publish_batch(req_id: u64, ack: AckLevel, msgs: Vec<PubMessage>, ctx: &Arc<Ctx>) -> Answer {
-    submit(msgs.into_iter().map(|m| (req_id, ack, m)).collect(), true, ctx).await
+async fn publish_batch(
+    req_id: u64,
+    ack: AckLevel,
+    msgs: Vec<PubMessage>,
+    ctx: &Arc<Ctx>,
+) -> Answer {
+    submit(
+        msgs.into_iter().map(|m| (req_id, ack, m)).collect(),
+        true,
+        ctx,
+    )
+    .await
 }
 
-async fn write_answers(mut rx: mpsc::Receiver<Answer>, writer: &mut FrameWriter) -> Result<(), NetError> {
+async fn write_answers(
+    mut rx: mpsc::Receiver<Answer>,
+    writer: &mut FrameWriter,
+) -> Result<(), NetError> {
     while let Some(a) = rx.recv().await {
         match a {
             Answer::Now(f) => writer.push(&f),

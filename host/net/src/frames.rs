@@ -1,8 +1,8 @@
 //! Frames over one QUIC stream.
 
 use bytes::BytesMut;
-use tokio::io::AsyncReadExt;
 use tern_proto::Frame;
+use tokio::io::AsyncReadExt;
 
 use crate::NetError;
 

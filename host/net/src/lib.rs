@@ -5,7 +5,9 @@ mod frames;
 mod tls;
 
 pub use frames::{FrameReader, FrameWriter};
-pub use tls::{client_config, dev_certs, load_certs, load_key, server_config, DevCerts, TransportLimits};
+pub use tls::{
+    client_config, dev_certs, load_certs, load_key, server_config, DevCerts, TransportLimits,
+};
 
 /// Failures of the transport boundary.
 #[derive(Debug, thiserror::Error)]

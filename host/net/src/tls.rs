@@ -78,7 +78,10 @@ pub fn server_config(
 }
 
 /// A QUIC client configuration trusting the CA certificates in `ca_pem`.
-pub fn client_config(ca_pem: &Path, limits: &TransportLimits) -> Result<quinn::ClientConfig, NetError> {
+pub fn client_config(
+    ca_pem: &Path,
+    limits: &TransportLimits,
+) -> Result<quinn::ClientConfig, NetError> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in load_certs(ca_pem)? {
         roots.add(cert)?;
@@ -100,7 +103,10 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, NetError>
     let pem = std::fs::read(path)?;
     let certs = rustls_pemfile::certs(&mut pem.as_slice()).collect::<Result<Vec<_>, _>>()?;
     if certs.is_empty() {
-        return Err(NetError::Pem(format!("{}: no certificate found", path.display())));
+        return Err(NetError::Pem(format!(
+            "{}: no certificate found",
+            path.display()
+        )));
     }
     Ok(certs)
 }
@@ -146,12 +152,14 @@ pub fn dev_certs(dir: &Path) -> Result<DevCerts, NetError> {
     let issuer = rcgen::Issuer::new(ca_params, ca_key);
     let node_key = rcgen::KeyPair::generate()?;
     let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()])?;
-    params
-        .subject_alt_names
-        .push(rcgen::SanType::IpAddress("127.0.0.1".parse().map_err(|_| NetError::Pem("ip".into()))?));
-    params
-        .subject_alt_names
-        .push(rcgen::SanType::IpAddress("::1".parse().map_err(|_| NetError::Pem("ip".into()))?));
+    params.subject_alt_names.push(rcgen::SanType::IpAddress(
+        "127.0.0.1"
+            .parse()
+            .map_err(|_| NetError::Pem("ip".into()))?,
+    ));
+    params.subject_alt_names.push(rcgen::SanType::IpAddress(
+        "::1".parse().map_err(|_| NetError::Pem("ip".into()))?,
+    ));
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, "tern node");

@@ -170,26 +170,79 @@ pub struct Subscribe {
 /// Every frame of protocol version 1.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
-    Hello { version: u16, client: String },
-    HelloOk { version: u16, node: String, message_bytes_max: u32 },
-    Error { req_id: u64, error: ErrorBody },
-    Done { req_id: u64 },
-    Publish { req_id: u64, ack: AckLevel, msg: PubMessage },
-    PublishBatch { req_id: u64, ack: AckLevel, msgs: Vec<PubMessage> },
-    PubAck { req_id: u64, receipt: Receipt },
-    PubAckBatch { req_id: u64, results: Vec<Result<Receipt, ErrorBody>> },
-    StreamAdd { req_id: u64, config: StreamConfig },
-    StreamGet { req_id: u64, name: String },
-    StreamList { req_id: u64 },
-    StreamRemove { req_id: u64, name: String },
-    StreamInfo { req_id: u64, info: StreamInfo },
-    StreamListResp { req_id: u64, streams: Vec<StreamInfo> },
+    Hello {
+        version: u16,
+        client: String,
+    },
+    HelloOk {
+        version: u16,
+        node: String,
+        message_bytes_max: u32,
+    },
+    Error {
+        req_id: u64,
+        error: ErrorBody,
+    },
+    Done {
+        req_id: u64,
+    },
+    Publish {
+        req_id: u64,
+        ack: AckLevel,
+        msg: PubMessage,
+    },
+    PublishBatch {
+        req_id: u64,
+        ack: AckLevel,
+        msgs: Vec<PubMessage>,
+    },
+    PubAck {
+        req_id: u64,
+        receipt: Receipt,
+    },
+    PubAckBatch {
+        req_id: u64,
+        results: Vec<Result<Receipt, ErrorBody>>,
+    },
+    StreamAdd {
+        req_id: u64,
+        config: StreamConfig,
+    },
+    StreamGet {
+        req_id: u64,
+        name: String,
+    },
+    StreamList {
+        req_id: u64,
+    },
+    StreamRemove {
+        req_id: u64,
+        name: String,
+    },
+    StreamInfo {
+        req_id: u64,
+        info: StreamInfo,
+    },
+    StreamListResp {
+        req_id: u64,
+        streams: Vec<StreamInfo>,
+    },
     Subscribe(Subscribe),
-    SubscribeOk { req_id: u64, stream: String },
+    SubscribeOk {
+        req_id: u64,
+        stream: String,
+    },
     Deliver(Delivery),
-    Credit { credit: u32 },
-    Ack { seqs: Vec<u64> },
-    Nack { seq: u64, delay_ms: u32 },
+    Credit {
+        credit: u32,
+    },
+    Ack {
+        seqs: Vec<u64>,
+    },
+    Nack {
+        seq: u64,
+        delay_ms: u32,
+    },
 }
 
 /// Frame kind bytes. Part of the wire format: never renumber.
@@ -388,7 +441,10 @@ impl Frame {
     /// Returns `Ok(None)` when `buf` does not yet hold a whole frame (read more and call
     /// again); on success the frame's bytes are removed from `buf`. Payloads share `buf`'s
     /// memory instead of being copied.
-    pub fn decode(buf: &mut BytesMut, frame_bytes_max: usize) -> Result<Option<Frame>, DecodeError> {
+    pub fn decode(
+        buf: &mut BytesMut,
+        frame_bytes_max: usize,
+    ) -> Result<Option<Frame>, DecodeError> {
         if buf.len() < LEN_PREFIX_BYTES {
             return Ok(None);
         }

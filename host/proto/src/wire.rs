@@ -17,7 +17,10 @@ impl Reader {
     }
 
     fn take(&mut self, n: usize, field: &'static str) -> Result<&[u8], DecodeError> {
-        let end = self.pos.checked_add(n).ok_or(DecodeError::Truncated(field))?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .ok_or(DecodeError::Truncated(field))?;
         if end > self.buf.len() {
             return Err(DecodeError::Truncated(field));
         }

@@ -23,7 +23,10 @@ fn batch(n: usize, round: &mut u64) -> Vec<PubMessage> {
 }
 
 fn append(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(StoreOptions::new(dir.path().join("bench.redb"))).unwrap();
     rt.block_on(store.create_stream(StreamConfig {

@@ -5,7 +5,7 @@
 use std::fmt;
 use std::io;
 use std::ops::Bound;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use redb::backends::FileBackend;
@@ -34,18 +34,56 @@ impl FaultSwitch {
 
 pub(crate) struct Backend {
     file: FileBackend,
+    /// A second handle on the same file, for preallocation.
+    raw: std::fs::File,
+    /// End of the space reserved beyond the file's length.
+    reserved_to: AtomicU64,
     faults: Arc<FaultSwitch>,
 }
+
+/// Space reserved ahead of the file's end whenever it grows past the last reservation.
+const RESERVE_BYTES: u64 = 64 * 1024 * 1024;
 
 impl Backend {
     pub(crate) fn new(
         file: std::fs::File,
         faults: Arc<FaultSwitch>,
     ) -> Result<Backend, redb::DatabaseError> {
+        let raw = file.try_clone()?;
         Ok(Backend {
             file: FileBackend::new(file)?,
+            raw,
+            reserved_to: AtomicU64::new(0),
             faults,
         })
+    }
+}
+
+impl Backend {
+    /// redb grows its file with every commit that needs new pages, and an fdatasync after
+    /// writing into freshly allocated blocks also commits the file system's allocation
+    /// metadata: measured here, 1 MiB appended plus fdatasync takes 5-7 ms, against about
+    /// 1.3 ms when the blocks were reserved beforehand. So reserve space ahead of the end
+    /// without changing the file's length (FALLOC_FL_KEEP_SIZE): redb's view of the file
+    /// is unchanged. Where the file system cannot reserve, nothing is lost but speed.
+    fn reserve_beyond(&self, len: u64) {
+        if len + RESERVE_BYTES / 2 <= self.reserved_to.load(Ordering::Relaxed) {
+            return;
+        }
+        let to = len + RESERVE_BYTES;
+        match rustix::fs::fallocate(
+            &self.raw,
+            rustix::fs::FallocateFlags::KEEP_SIZE,
+            len,
+            RESERVE_BYTES,
+        ) {
+            Ok(()) => self.reserved_to.store(to, Ordering::Relaxed),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot reserve file space ahead");
+                // Do not retry on every growth step.
+                self.reserved_to.store(to, Ordering::Relaxed);
+            }
+        }
     }
 }
 
@@ -64,7 +102,9 @@ impl StorageBackend for Backend {
     }
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.faults.check()?;
-        self.file.set_len(len)
+        self.file.set_len(len)?;
+        self.reserve_beyond(len);
+        Ok(())
     }
     fn sync_data(&self) -> io::Result<()> {
         self.faults.check()?;

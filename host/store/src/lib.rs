@@ -5,6 +5,7 @@
 //! commit is durable. Reads use redb's MVCC read transactions and never block the writer.
 
 mod backend;
+mod chunks;
 mod error;
 mod records;
 mod tables;
@@ -122,8 +123,7 @@ impl Store {
     pub fn open(opts: StoreOptions) -> Result<Store, StoreError> {
         if let Some(dir) = opts.path.parent() {
             if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| StoreError::from(redb::Error::Io(e)))?;
+                std::fs::create_dir_all(dir).map_err(|e| StoreError::from(redb::Error::Io(e)))?;
             }
         }
         let db = open_db(&opts)?;
@@ -192,7 +192,8 @@ impl Store {
 
     /// Create a stream; creating an identical one again returns it unchanged.
     pub async fn create_stream(&self, config: StreamConfig) -> Result<StreamInfo, StoreError> {
-        self.call(|reply| Op::CreateStream { config, reply }).await?
+        self.call(|reply| Op::CreateStream { config, reply })
+            .await?
     }
 
     /// Delete a stream with its messages, dedup index and consumer groups.
@@ -240,7 +241,11 @@ impl Store {
     }
 
     pub fn stream_info(&self, name: &str) -> Result<StreamInfo, StoreError> {
-        let views = self.shared.streams.read().unwrap_or_else(|p| p.into_inner());
+        let views = self
+            .shared
+            .streams
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
         views
             .get(name)
             .map(|v| writer::info(&v.rec))
@@ -248,14 +253,22 @@ impl Store {
     }
 
     pub fn list_streams(&self) -> Vec<StreamInfo> {
-        let views = self.shared.streams.read().unwrap_or_else(|p| p.into_inner());
+        let views = self
+            .shared
+            .streams
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
         views.values().map(|v| writer::info(&v.rec)).collect()
     }
 
     /// The stream whose subjects cover every subject matching `filter`.
     pub fn stream_for_filter(&self, filter: &str) -> Result<String, StoreError> {
         tern_proto::subject::validate_filter(filter)?;
-        let views = self.shared.streams.read().unwrap_or_else(|p| p.into_inner());
+        let views = self
+            .shared
+            .streams
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
         views
             .values()
             .find(|v| {
@@ -271,7 +284,11 @@ impl Store {
 
     /// Watch a stream's last committed sequence.
     pub fn watch(&self, stream: &str) -> Result<watch::Receiver<u64>, StoreError> {
-        let views = self.shared.streams.read().unwrap_or_else(|p| p.into_inner());
+        let views = self
+            .shared
+            .streams
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
         views
             .get(stream)
             .map(|v| v.tip.subscribe())
@@ -289,7 +306,11 @@ impl Store {
     }
 
     fn sid(&self, stream: &str) -> Result<(u32, tern_proto::StreamState), StoreError> {
-        let views = self.shared.streams.read().unwrap_or_else(|p| p.into_inner());
+        let views = self
+            .shared
+            .streams
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
         views
             .get(stream)
             .map(|v| (v.rec.sid, v.rec.state.clone()))
@@ -305,30 +326,18 @@ impl Store {
         msgs_max: usize,
         bytes_max: usize,
     ) -> Result<Vec<StoredMessage>, StoreError> {
-        let (sid, _) = self.sid(stream)?;
+        let (sid, st) = self.sid(stream)?;
         let txn = self.db()?.begin_read()?;
         let table = txn.open_table(MSGS)?;
-        let mut out = Vec::new();
-        let mut bytes = 0usize;
-        for row in table.range((sid, from_seq)..=(sid, u64::MAX))? {
-            let (k, v) = row?;
-            let m = records::decode_message(k.value().1, v.value())?;
-            bytes += m.payload.len();
-            out.push(m);
-            if out.len() >= msgs_max || bytes >= bytes_max {
-                break;
-            }
-        }
-        Ok(out)
+        chunks::read(&table, sid, from_seq, st.first_seq, msgs_max, bytes_max)
     }
 
     /// Read one message by sequence, if still held.
     pub fn get(&self, stream: &str, seq: u64) -> Result<Option<StoredMessage>, StoreError> {
-        let (sid, _) = self.sid(stream)?;
+        let (sid, st) = self.sid(stream)?;
         let txn = self.db()?.begin_read()?;
         let table = txn.open_table(MSGS)?;
-        let v = table.get((sid, seq))?;
-        v.map(|v| records::decode_message(seq, v.value())).transpose()
+        chunks::get(&table, sid, seq, st.first_seq)
     }
 
     /// First sequence at or after a start position (for ephemeral subscriptions).
@@ -341,7 +350,7 @@ impl Store {
             StartPosition::Time(ms) => {
                 let txn = self.db()?.begin_read()?;
                 let table = txn.open_table(MSGS)?;
-                writer::seq_at_time(&table, sid, &st, ms)?
+                chunks::seq_at_time(&table, sid, &st, ms)?
             }
         })
     }

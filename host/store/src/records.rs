@@ -154,19 +154,6 @@ pub(crate) fn decode_message(seq: u64, b: &[u8]) -> Result<StoredMessage, StoreE
     })
 }
 
-/// Reads only the HLC of a message record (for time lookups and age retention).
-pub(crate) fn message_hlc(b: &[u8]) -> Result<u64, StoreError> {
-    let mut c = Cursor { b, what: "message" };
-    c.format()?;
-    c.u64()
-}
-
-/// Reads only the id and size of a message record (for purges).
-pub(crate) fn message_id_and_size(b: &[u8]) -> Result<(String, u64), StoreError> {
-    let m = decode_message(0, b)?;
-    Ok((m.id.clone(), m.size_bytes()))
-}
-
 /// Stream record: format, stream id, config, state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct StreamRecord {
@@ -262,20 +249,6 @@ pub(crate) fn decode_group(b: &[u8]) -> Result<GroupRecord, StoreError> {
     })
 }
 
-/// Dedup-expiry record: the commit time and id of a stored message (the id is the key to
-/// delete from the dedup index once the window has passed).
-pub(crate) fn encode_expiry(time_ms: u64, id: &str) -> Vec<u8> {
-    let mut out = BytesMut::with_capacity(10 + id.len());
-    out.put_u64(time_ms);
-    put_str(&mut out, id);
-    out.to_vec()
-}
-
-pub(crate) fn decode_expiry(b: &[u8]) -> Result<(u64, String), StoreError> {
-    let mut c = Cursor { b, what: "dedup expiry" };
-    Ok((c.u64()?, c.str()?))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,7 +270,6 @@ mod tests {
         let mut out = BytesMut::new();
         encode_message(&mut out, &m);
         assert_eq!(decode_message(7, &out).unwrap(), m);
-        assert_eq!(message_hlc(&out).unwrap(), m.hlc);
         assert!(matches!(
             decode_message(7, &out[..out.len() - 1]),
             Err(StoreError::Corrupt(_))

@@ -7,11 +7,12 @@ use redb::TableDefinition;
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// Stream name -> stream record (id, config, state).
 pub(crate) const STREAMS: TableDefinition<&str, &[u8]> = TableDefinition::new("streams");
-/// (stream id, local seq) -> message record.
+/// (stream id, first local seq) -> chunk of message records (see chunks.rs).
 pub(crate) const MSGS: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("msgs");
 /// (stream id, message id) -> local seq of the stored original.
 pub(crate) const DEDUP: TableDefinition<(u32, &str), u64> = TableDefinition::new("dedup");
-/// (stream id, local seq) -> commit time and id, for pruning DEDUP in time order.
+/// (stream id, first local seq of a chunk) -> newest commit time and the producer ids
+/// of that chunk, for pruning DEDUP in time order.
 pub(crate) const DEDUP_EXPIRY: TableDefinition<(u32, u64), &[u8]> =
     TableDefinition::new("dedup_expiry");
 /// (stream id, key) -> highest key_seq stored for that key.

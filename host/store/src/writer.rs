@@ -7,12 +7,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::BytesMut;
 use redb::{Database, ReadableTable, Table, WriteTransaction};
 
-use tern_proto::{subject, AckLevel, PubMessage, Receipt, StartPosition, StreamConfig, StreamInfo, StreamState};
+use tern_proto::{
+    subject, AckLevel, PubMessage, Receipt, StartPosition, StreamConfig, StreamInfo, StreamState,
+};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::chunks::{self, ChunkBuf};
 use crate::error::StoreError;
 use crate::records::{self, GroupRecord, StoredMessage, StreamRecord};
 use crate::tables::*;
@@ -132,6 +134,53 @@ impl Answer {
             Answer::Group(r, _) => drop(r.send(Err(e.duplicate()))),
         }
     }
+}
+
+/// What one write transaction accumulates before it commits.
+#[derive(Default)]
+pub(crate) struct BatchState {
+    /// Streams that received messages (their retention is checked before the commit).
+    touched: Vec<String>,
+    /// Open chunk per stream id.
+    chunks: BTreeMap<u32, ChunkBuf>,
+}
+
+impl BatchState {
+    fn push(
+        &mut self,
+        sid: u32,
+        m: &StoredMessage,
+        producer_id: bool,
+        t: &mut Tables<'_>,
+    ) -> Result<(), StoreError> {
+        if self.chunks.get(&sid).is_some_and(|c| c.would_overflow(m)) {
+            if let Some(c) = self.chunks.remove(&sid) {
+                write_chunk(t, sid, c)?;
+            }
+        }
+        self.chunks
+            .entry(sid)
+            .or_insert_with(|| ChunkBuf::new(m.seq))
+            .push(m, producer_id);
+        Ok(())
+    }
+
+    fn flush_all(&mut self, t: &mut Tables<'_>) -> Result<(), StoreError> {
+        for (sid, c) in std::mem::take(&mut self.chunks) {
+            write_chunk(t, sid, c)?;
+        }
+        Ok(())
+    }
+}
+
+fn write_chunk(t: &mut Tables<'_>, sid: u32, c: ChunkBuf) -> Result<(), StoreError> {
+    let (first, body, ids, time) = c.finish();
+    t.msgs.insert((sid, first), &body[..])?;
+    if !ids.is_empty() {
+        t.expiry
+            .insert((sid, first), chunks::encode_expiry(time, &ids).as_slice())?;
+    }
+    Ok(())
 }
 
 pub(crate) struct Writer {
@@ -267,17 +316,19 @@ impl Writer {
         let mut answers = Vec::with_capacity(batch.len());
         let fatal = (|| {
             let mut t = Tables::open(&txn)?;
-            let mut touched = Vec::new();
+            let mut batch_state = BatchState::default();
+            let batch_ref = &mut batch_state;
             for op in batch {
-                let (answer, fatal) = self.apply(op, &mut t, &mut next, &mut hlc, &mut touched);
+                let (answer, fatal) = self.apply(op, &mut t, &mut next, &mut hlc, batch_ref);
                 answers.push(answer);
                 if let Some(e) = fatal {
                     return Err(e);
                 }
             }
+            batch_state.flush_all(&mut t)?;
             // Count and byte limits hold after every commit, not only after a purge.
             let now = now_ms();
-            for name in touched {
+            for name in batch_state.touched {
                 if let Some(rec) = next.get_mut(&name) {
                     enforce_retention(&mut t, rec, now, false)?;
                     t.streams
@@ -314,9 +365,11 @@ impl Writer {
         t: &mut Tables<'_>,
         streams: &mut BTreeMap<String, StreamRecord>,
         hlc: &mut u64,
-        touched: &mut Vec<String>,
+        batch: &mut BatchState,
     ) -> (Answer, Option<StoreError>) {
-        fn split<T>(r: Result<Result<T, StoreError>, StoreError>) -> (Result<T, StoreError>, Option<StoreError>) {
+        fn split<T>(
+            r: Result<Result<T, StoreError>, StoreError>,
+        ) -> (Result<T, StoreError>, Option<StoreError>) {
             match r {
                 Ok(v) => (v, None),
                 Err(e) => (Err(e.duplicate()), Some(e)),
@@ -327,7 +380,7 @@ impl Writer {
                 let n = msgs.len();
                 let mut out = Vec::with_capacity(n);
                 for m in msgs {
-                    match self.append_one(m, t, streams, hlc, touched) {
+                    match self.append_one(m, t, streams, hlc, batch) {
                         Ok(r) => out.push(r),
                         Err(e) => {
                             let failed = (0..n).map(|_| Err(e.duplicate())).collect();
@@ -359,7 +412,7 @@ impl Writer {
                 (Answer::Group(reply, r), f)
             }
             Op::UpdateGroup { update, reply } => {
-                let (r, f) = split(self.update_group(update, t, streams, hlc, touched));
+                let (r, f) = split(self.update_group(update, t, streams, hlc, batch));
                 (Answer::Unit(reply, r), f)
             }
         }
@@ -373,15 +426,17 @@ impl Writer {
         t: &mut Tables<'_>,
         streams: &mut BTreeMap<String, StreamRecord>,
         hlc: &mut u64,
-        touched: &mut Vec<String>,
+        batch: &mut BatchState,
     ) -> Result<Result<Receipt, StoreError>, StoreError> {
         if let Err(e) = subject::validate_subject(&m.subject) {
             return Ok(Err(e.into()));
         }
-        let Some(rec) = streams
-            .values_mut()
-            .find(|r| r.config.subjects.iter().any(|f| subject::matches(f, &m.subject)))
-        else {
+        let Some(rec) = streams.values_mut().find(|r| {
+            r.config
+                .subjects
+                .iter()
+                .any(|f| subject::matches(f, &m.subject))
+        }) else {
             return Ok(Err(StoreError::NoStream(m.subject)));
         };
         let sid = rec.sid;
@@ -401,7 +456,12 @@ impl Writer {
         let seq = rec.state.last_seq + 1;
         let key_seq = match &m.key {
             Some(k) => {
-                let next = t.keys.get((sid, k.as_str()))?.map(|g| g.value()).unwrap_or(0) + 1;
+                let next = t
+                    .keys
+                    .get((sid, k.as_str()))?
+                    .map(|g| g.value())
+                    .unwrap_or(0)
+                    + 1;
                 t.keys.insert((sid, k.as_str()), next)?;
                 next
             }
@@ -421,14 +481,9 @@ impl Writer {
             key_seq,
             hlc: *hlc,
         };
-        let mut buf = BytesMut::with_capacity(64 + stored.payload.len());
-        records::encode_message(&mut buf, &stored);
-        t.msgs.insert((sid, seq), &buf[..])?;
-        // Assigned ids cannot be retried by a producer that never saw them: no dedup entry.
+        batch.push(sid, &stored, producer_id, t)?;
         if producer_id {
             t.dedup.insert((sid, stored.id.as_str()), seq)?;
-            let exp = records::encode_expiry(stored.time_ms(), &stored.id);
-            t.expiry.insert((sid, seq), exp.as_slice())?;
         }
         let st = &mut rec.state;
         if st.msgs == 0 {
@@ -438,8 +493,8 @@ impl Writer {
         st.msgs += 1;
         st.bytes += stored.size_bytes();
         st.last_time_ms = stored.time_ms();
-        if touched.last() != Some(&stream) && !touched.contains(&stream) {
-            touched.push(stream.clone());
+        if batch.touched.last() != Some(&stream) && !batch.touched.contains(&stream) {
+            batch.touched.push(stream.clone());
         }
         Ok(Ok(Receipt {
             id: stored.id,
@@ -480,8 +535,10 @@ impl Writer {
                 ..StreamState::default()
             },
         };
-        t.streams
-            .insert(rec.config.name.as_str(), records::encode_stream(&rec).as_slice())?;
+        t.streams.insert(
+            rec.config.name.as_str(),
+            records::encode_stream(&rec).as_slice(),
+        )?;
         let out = info(&rec);
         streams.insert(rec.config.name.clone(), rec);
         Ok(Ok(out))
@@ -493,18 +550,22 @@ impl Writer {
         t: &mut Tables<'_>,
         streams: &mut BTreeMap<String, StreamRecord>,
         hlc: &mut u64,
-        touched: &mut Vec<String>,
+        batch: &mut BatchState,
     ) -> Result<Result<(), StoreError>, StoreError> {
         let Some(rec) = streams.get(&u.stream) else {
             return Ok(Err(StoreError::StreamNotFound(u.stream)));
         };
         let sid = rec.sid;
-        let Some(raw) = t.groups.get((sid, u.group.as_str()))?.map(|g| g.value().to_vec()) else {
+        let Some(raw) = t
+            .groups
+            .get((sid, u.group.as_str()))?
+            .map(|g| g.value().to_vec())
+        else {
             return Ok(Err(StoreError::GroupMismatch(u.group)));
         };
         let mut g = records::decode_group(&raw)?;
         for m in u.dead_letters {
-            if let Err(e) = self.append_one(m, t, streams, hlc, touched)? {
+            if let Err(e) = self.append_one(m, t, streams, hlc, batch)? {
                 // A dead letter that cannot be stored keeps its pending row: nothing is lost.
                 return Ok(Err(e));
             }
@@ -520,8 +581,10 @@ impl Writer {
                 t.pending
                     .retain_in((g.gid, g.cursor)..(g.gid, c), |_, _| false)?;
                 g.cursor = c;
-                t.groups
-                    .insert((sid, u.group.as_str()), records::encode_group(&g).as_slice())?;
+                t.groups.insert(
+                    (sid, u.group.as_str()),
+                    records::encode_group(&g).as_slice(),
+                )?;
             }
         }
         Ok(Ok(()))
@@ -546,12 +609,19 @@ fn validate_stream_config(
 ) -> Result<(), StoreError> {
     subject::validate_name("stream name", &c.name)?;
     if c.subjects.is_empty() {
-        return Err(StoreError::InvalidConfig("a stream needs at least one subject".into()));
+        return Err(StoreError::InvalidConfig(
+            "a stream needs at least one subject".into(),
+        ));
     }
     for s in &c.subjects {
         subject::validate_filter(s)?;
         for other in streams.values().filter(|o| o.config.name != c.name) {
-            if other.config.subjects.iter().any(|o| subject::overlaps(o, s)) {
+            if other
+                .config
+                .subjects
+                .iter()
+                .any(|o| subject::overlaps(o, s))
+            {
                 return Err(StoreError::SubjectOverlap {
                     subject: s.clone(),
                     other: other.config.name.clone(),
@@ -572,8 +642,10 @@ fn purge_all(
         let (m, d) = enforce_retention(t, rec, now_ms, true)?;
         report.messages += m;
         report.dedup_entries += d;
-        t.streams
-            .insert(rec.config.name.as_str(), records::encode_stream(rec).as_slice())?;
+        t.streams.insert(
+            rec.config.name.as_str(),
+            records::encode_stream(rec).as_slice(),
+        )?;
     }
     Ok(report)
 }
@@ -589,7 +661,8 @@ fn delete_stream(
     let sid = rec.sid;
     t.streams.remove(name)?;
     t.msgs.retain_in((sid, 0)..=(sid, u64::MAX), |_, _| false)?;
-    t.expiry.retain_in((sid, 0)..=(sid, u64::MAX), |_, _| false)?;
+    t.expiry
+        .retain_in((sid, 0)..=(sid, u64::MAX), |_, _| false)?;
     t.dedup.retain_in((sid, "")..(sid + 1, ""), |_, _| false)?;
     t.keys.retain_in((sid, "")..(sid + 1, ""), |_, _| false)?;
     let mut gids = Vec::new();
@@ -599,7 +672,8 @@ fn delete_stream(
     }
     t.groups.retain_in((sid, "")..(sid + 1, ""), |_, _| false)?;
     for gid in gids {
-        t.pending.retain_in((gid, 0)..=(gid, u64::MAX), |_, _| false)?;
+        t.pending
+            .retain_in((gid, 0)..=(gid, u64::MAX), |_, _| false)?;
     }
     Ok(Ok(()))
 }
@@ -622,28 +696,50 @@ fn enforce_retention(
     } else {
         0
     };
-    while st.msgs > 0 {
-        let over_count = c.max_msgs > 0 && st.msgs > c.max_msgs;
-        let over_bytes = c.max_bytes > 0 && st.bytes > c.max_bytes;
-        let seq = st.first_seq;
-        let Some(raw) = t.msgs.get((sid, seq))?.map(|g| g.value().to_vec()) else {
-            // A hole can only come from an earlier partial purge; step over it.
-            st.first_seq += 1;
-            continue;
+    let over = |st: &StreamState| {
+        (c.max_msgs > 0 && st.msgs > c.max_msgs) || (c.max_bytes > 0 && st.bytes > c.max_bytes)
+    };
+    'chunks: while st.msgs > 0 && (age_floor > 0 || over(st)) {
+        let found = {
+            let back = t.msgs.range((sid, 0)..=(sid, st.first_seq))?.next_back();
+            let row = match back {
+                Some(row) => Some(row?),
+                None => t
+                    .msgs
+                    .range((sid, st.first_seq)..=(sid, u64::MAX))?
+                    .next()
+                    .transpose()?,
+            };
+            row.map(|(k, v)| (k.value().1, v.value().to_vec()))
         };
-        let too_old = age_floor > 0 && (records::message_hlc(&raw)? >> 16) < age_floor;
-        if !(over_count || over_bytes || too_old) {
+        let Some((first, chunk)) = found else { break };
+        let recs = chunks::records(first, &chunk)?;
+        let last = first + recs.len() as u64 - 1;
+        for (seq, raw) in recs {
+            if seq < st.first_seq {
+                continue;
+            }
+            let m = records::decode_message(seq, raw)?;
+            let too_old = age_floor > 0 && m.time_ms() < age_floor;
+            if !(over(st) || too_old) {
+                break 'chunks;
+            }
+            st.msgs -= 1;
+            st.bytes = st.bytes.saturating_sub(m.size_bytes());
+            st.first_seq = seq + 1;
+            removed += 1;
+        }
+        if st.first_seq > last {
+            t.msgs.remove((sid, first))?;
+        }
+        if st.msgs == 0 {
             break;
         }
-        let (_, size) = records::message_id_and_size(&raw)?;
-        t.msgs.remove((sid, seq))?;
-        st.msgs -= 1;
-        st.bytes = st.bytes.saturating_sub(size);
-        st.first_seq = seq + 1;
-        removed += 1;
     }
     if st.msgs == 0 {
         st.first_seq = st.last_seq + 1;
+        // Nothing is held: drop any chunk the loop did not reach.
+        t.msgs.retain_in((sid, 0)..=(sid, u64::MAX), |_, _| false)?;
     }
     let mut dedup_removed = 0;
     if purge_age {
@@ -651,16 +747,18 @@ fn enforce_retention(
         let mut expired = Vec::new();
         for row in t.expiry.range((sid, 0)..=(sid, u64::MAX))? {
             let (k, v) = row?;
-            let (time_ms, id) = records::decode_expiry(v.value())?;
+            let (time_ms, ids) = chunks::decode_expiry(v.value())?;
             if time_ms >= floor {
                 break;
             }
-            expired.push((k.value().1, id));
+            expired.push((k.value().1, ids));
         }
-        for (seq, id) in expired {
-            t.expiry.remove((sid, seq))?;
-            t.dedup.remove((sid, id.as_str()))?;
-            dedup_removed += 1;
+        for (first, ids) in expired {
+            t.expiry.remove((sid, first))?;
+            for id in ids {
+                t.dedup.remove((sid, id.as_str()))?;
+                dedup_removed += 1;
+            }
         }
     }
     Ok((removed, dedup_removed))
@@ -688,7 +786,8 @@ fn open_group(
             if g.ack_wait_ms != group.ack_wait_ms || g.max_deliveries != group.max_deliveries {
                 g.ack_wait_ms = group.ack_wait_ms;
                 g.max_deliveries = group.max_deliveries;
-                t.groups.insert((sid, name), records::encode_group(&g).as_slice())?;
+                t.groups
+                    .insert((sid, name), records::encode_group(&g).as_slice())?;
             }
             g
         }
@@ -700,9 +799,10 @@ fn open_group(
                 StartPosition::Start => rec.state.first_seq,
                 StartPosition::New => rec.state.last_seq + 1,
                 StartPosition::Seq(s) => s.max(rec.state.first_seq),
-                StartPosition::Time(ms) => seq_at_time(&t.msgs, sid, &rec.state, ms)?,
+                StartPosition::Time(ms) => chunks::seq_at_time(&t.msgs, sid, &rec.state, ms)?,
             };
-            t.groups.insert((sid, name), records::encode_group(&group).as_slice())?;
+            t.groups
+                .insert((sid, name), records::encode_group(&group).as_slice())?;
             group
         }
     };
@@ -717,38 +817,4 @@ fn open_group(
         });
     }
     Ok(Ok((group, pending)))
-}
-
-/// First sequence committed at or after `ms` (binary search: HLCs grow with sequence).
-pub(crate) fn seq_at_time<T: ReadableTable<(u32, u64), &'static [u8]>>(
-    msgs: &T,
-    sid: u32,
-    st: &StreamState,
-    ms: u64,
-) -> Result<u64, StoreError> {
-    let (mut lo, mut hi) = (st.first_seq, st.last_seq + 1);
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        // The first stored message at or after `mid` (purges leave no holes, but be safe).
-        let found = msgs.range((sid, mid)..=(sid, u64::MAX))?.next();
-        let (seq, time) = match found {
-            Some(row) => {
-                let (k, v) = row?;
-                (k.value().1, records::message_hlc(v.value())? >> 16)
-            }
-            None => {
-                hi = mid;
-                continue;
-            }
-        };
-        if time < ms {
-            lo = seq + 1;
-        } else {
-            hi = mid.min(seq);
-            if hi == mid {
-                // `seq` may be past `mid` if a hole exists; narrowing to `mid` keeps progress.
-            }
-        }
-    }
-    Ok(lo)
 }

@@ -34,7 +34,10 @@ fn open(dir: &std::path::Path) -> Store {
 async fn append_read_and_dedup_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    store.create_stream(stream("orders", "orders.>")).await.unwrap();
+    store
+        .create_stream(stream("orders", "orders.>"))
+        .await
+        .unwrap();
     let r = store
         .append(vec![
             msg("orders.eu", Some("a"), b"1"),
@@ -47,7 +50,11 @@ async fn append_read_and_dedup_survive_reopen() {
     assert_eq!((r0.seq, r0.duplicate), (1, false));
     assert_eq!(r[1].as_ref().unwrap().seq, 2);
     let dup = r[2].as_ref().unwrap();
-    assert_eq!((dup.seq, dup.duplicate), (1, true), "same id in one batch is a duplicate");
+    assert_eq!(
+        (dup.seq, dup.duplicate),
+        (1, true),
+        "same id in one batch is a duplicate"
+    );
     assert!(matches!(r[3], Err(StoreError::NoStream(_))));
     store.close();
 
@@ -56,7 +63,11 @@ async fn append_read_and_dedup_survive_reopen() {
     assert_eq!((info.state.msgs, info.state.last_seq), (2, 2));
     let again = store.append(vec![msg("orders.eu", Some("b"), b"3")]).await;
     let again = again[0].as_ref().unwrap();
-    assert_eq!((again.seq, again.duplicate), (2, true), "dedup index survives a reopen");
+    assert_eq!(
+        (again.seq, again.duplicate),
+        (2, true),
+        "dedup index survives a reopen"
+    );
     let msgs = store.read("orders", 1, 10, 1 << 20).unwrap();
     assert_eq!(msgs.len(), 2);
     assert_eq!(msgs[0].payload, Bytes::from_static(b"1"));
@@ -64,8 +75,15 @@ async fn append_read_and_dedup_survive_reopen() {
     assert_eq!(msgs[0].origin_seq, 1);
     assert!(msgs[1].hlc > msgs[0].hlc, "hlc grows with sequence");
     let fresh = store.append(vec![msg("orders.eu", None, b"4")]).await;
-    assert_eq!(fresh[0].as_ref().unwrap().seq, 3, "sequences continue after a reopen");
-    assert!(!fresh[0].as_ref().unwrap().id.is_empty(), "an id is assigned");
+    assert_eq!(
+        fresh[0].as_ref().unwrap().seq,
+        3,
+        "sequences continue after a reopen"
+    );
+    assert!(
+        !fresh[0].as_ref().unwrap().id.is_empty(),
+        "an id is assigned"
+    );
 }
 
 #[tokio::test]
@@ -113,8 +131,14 @@ async fn stream_config_rules() {
         Err(StoreError::InvalidSubject(_))
     ));
     store.delete_stream("a").await.unwrap();
-    assert!(matches!(store.stream_info("a"), Err(StoreError::StreamNotFound(_))));
-    assert!(matches!(store.delete_stream("a").await, Err(StoreError::StreamNotFound(_))));
+    assert!(matches!(
+        store.stream_info("a"),
+        Err(StoreError::StreamNotFound(_))
+    ));
+    assert!(matches!(
+        store.delete_stream("a").await,
+        Err(StoreError::StreamNotFound(_))
+    ));
     // The subjects are free again, and the old messages are gone.
     store.create_stream(stream("b", "a.*")).await.unwrap();
     assert!(store.read("b", 1, 10, 1 << 20).unwrap().is_empty());
@@ -137,7 +161,9 @@ async fn retention_by_count_bytes_and_age() {
     for i in 0..5u8 {
         store.append(vec![msg("n.x", None, &[i])]).await;
         store.append(vec![msg("b.x", None, &[i; 10])]).await;
-        store.append(vec![msg("t.x", Some(&format!("id{i}")), &[i])]).await;
+        store
+            .append(vec![msg("t.x", Some(&format!("id{i}")), &[i])])
+            .await;
     }
     let n = store.stream_info("n").unwrap().state;
     assert_eq!((n.msgs, n.first_seq, n.last_seq), (3, 3, 5));
@@ -148,13 +174,20 @@ async fn retention_by_count_bytes_and_age() {
     let now = tern_proto_now();
     assert_eq!(store.purge(now).await.unwrap().messages, 0);
     let r = store.purge(now + 120_000).await.unwrap();
-    assert_eq!(r.messages, 5 + 0);
+    assert_eq!(
+        r.messages, 5,
+        "only the stream with an age limit loses messages"
+    );
     assert_eq!(r.dedup_entries, 5);
     let t = store.stream_info("t").unwrap().state;
     assert_eq!((t.msgs, t.first_seq, t.last_seq), (0, 6, 5));
     let again = store.append(vec![msg("t.x", Some("id0"), b"new")]).await;
     let again = again[0].as_ref().unwrap();
-    assert_eq!((again.seq, again.duplicate), (6, false), "an expired id is accepted again");
+    assert_eq!(
+        (again.seq, again.duplicate),
+        (6, false),
+        "an expired id is accepted again"
+    );
 }
 
 fn tern_proto_now() -> u64 {
@@ -165,11 +198,47 @@ fn tern_proto_now() -> u64 {
 }
 
 #[tokio::test]
+async fn retention_inside_one_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut c = stream("n", "n.>");
+    c.max_msgs = 3;
+    store.create_stream(c).await.unwrap();
+    let batch = (0..5u8).map(|i| msg("n.x", None, &[i])).collect();
+    store.append(batch).await;
+    let n = store.stream_info("n").unwrap().state;
+    assert_eq!((n.msgs, n.first_seq, n.last_seq), (3, 3, 5));
+    let got: Vec<u8> = store
+        .read("n", 1, 10, 1 << 20)
+        .unwrap()
+        .iter()
+        .map(|m| m.payload[0])
+        .collect();
+    assert_eq!(got, vec![2, 3, 4]);
+    assert!(
+        store.get("n", 2).unwrap().is_none(),
+        "purged messages are gone"
+    );
+    assert_eq!(store.get("n", 4).unwrap().unwrap().payload[0], 3);
+    store.close();
+    let store = open(dir.path());
+    let got: Vec<u8> = store
+        .read("n", 0, 10, 1 << 20)
+        .unwrap()
+        .iter()
+        .map(|m| m.payload[0])
+        .collect();
+    assert_eq!(got, vec![2, 3, 4], "the floor survives a reopen");
+}
+
+#[tokio::test]
 async fn time_lookup_and_start_positions() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     store.create_stream(stream("s", "s.>")).await.unwrap();
-    store.append(vec![msg("s.a", None, b"1"), msg("s.a", None, b"2")]).await;
+    store
+        .append(vec![msg("s.a", None, b"1"), msg("s.a", None, b"2")])
+        .await;
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     let mid = tern_proto_now();
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -177,9 +246,17 @@ async fn time_lookup_and_start_positions() {
     assert_eq!(store.resolve_start("s", StartPosition::Start).unwrap(), 1);
     assert_eq!(store.resolve_start("s", StartPosition::New).unwrap(), 4);
     assert_eq!(store.resolve_start("s", StartPosition::Seq(2)).unwrap(), 2);
-    assert_eq!(store.resolve_start("s", StartPosition::Time(mid)).unwrap(), 3);
+    assert_eq!(
+        store.resolve_start("s", StartPosition::Time(mid)).unwrap(),
+        3
+    );
     assert_eq!(store.resolve_start("s", StartPosition::Time(0)).unwrap(), 1);
-    assert_eq!(store.resolve_start("s", StartPosition::Time(u64::MAX >> 17)).unwrap(), 4);
+    assert_eq!(
+        store
+            .resolve_start("s", StartPosition::Time(u64::MAX >> 17))
+            .unwrap(),
+        4
+    );
 }
 
 #[tokio::test]
@@ -187,7 +264,10 @@ async fn group_state_is_durable() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     store.create_stream(stream("s", "s.>")).await.unwrap();
-    store.create_stream(stream("s-dlq", "$dlq.s.>")).await.unwrap();
+    store
+        .create_stream(stream("s-dlq", "$dlq.s.>"))
+        .await
+        .unwrap();
     let (g, rows) = store
         .open_group("s", "g", "s.>", 1000, 3, StartPosition::Start)
         .await
@@ -198,7 +278,11 @@ async fn group_state_is_durable() {
             stream: "s".into(),
             group: "g".into(),
             cursor: Some(3),
-            upsert: vec![PendingRow { seq: 5, deliveries: 2, acked: true }],
+            upsert: vec![PendingRow {
+                seq: 5,
+                deliveries: 2,
+                acked: true,
+            }],
             dead_letters: vec![msg("$dlq.s.g", Some("dlq:1"), b"dead")],
         })
         .await
@@ -209,11 +293,23 @@ async fn group_state_is_durable() {
         .open_group("s", "g", "s.>", 1000, 3, StartPosition::New)
         .await
         .unwrap();
-    assert_eq!(g.cursor, 3, "floor survives; the start position only applies to new groups");
-    assert_eq!(rows, vec![PendingRow { seq: 5, deliveries: 2, acked: true }]);
+    assert_eq!(
+        g.cursor, 3,
+        "floor survives; the start position only applies to new groups"
+    );
+    assert_eq!(
+        rows,
+        vec![PendingRow {
+            seq: 5,
+            deliveries: 2,
+            acked: true
+        }]
+    );
     assert_eq!(store.stream_info("s-dlq").unwrap().state.msgs, 1);
     assert!(matches!(
-        store.open_group("s", "g", "s.other", 1000, 3, StartPosition::Start).await,
+        store
+            .open_group("s", "g", "s.other", 1000, 3, StartPosition::Start)
+            .await,
         Err(StoreError::GroupMismatch(_))
     ));
     // Moving the floor past a row removes it.
@@ -244,9 +340,14 @@ async fn full_disk_fails_writes_and_keeps_committed_data() {
     let ok = store.append(vec![msg("s.a", Some("kept"), b"kept")]).await;
     assert!(ok[0].is_ok());
     faults.set_disk_full(true);
-    let failed = store.append(vec![msg("s.a", Some("lost"), &[0u8; 4096])]).await;
+    let failed = store
+        .append(vec![msg("s.a", Some("lost"), &[0u8; 4096])])
+        .await;
     assert!(
-        matches!(failed[0], Err(StoreError::DiskFull) | Err(StoreError::Storage(_))),
+        matches!(
+            failed[0],
+            Err(StoreError::DiskFull) | Err(StoreError::Storage(_))
+        ),
         "{:?}",
         failed[0]
     );
@@ -255,14 +356,24 @@ async fn full_disk_fails_writes_and_keeps_committed_data() {
     let msgs = store.read("s", 1, 10, 1 << 20).unwrap();
     assert_eq!(msgs.len(), 1);
     // Once space is back, the same store accepts writes again.
-    let after = store.append(vec![msg("s.a", Some("after"), b"after")]).await;
+    let after = store
+        .append(vec![msg("s.a", Some("after"), b"after")])
+        .await;
     assert!(after[0].is_ok(), "{:?}", after[0]);
     store.close();
     let store = Store::open(opts).unwrap();
     let msgs = store.read("s", 1, 10, 1 << 20).unwrap();
     let ids: Vec<&str> = msgs.iter().map(|m| m.id.as_str()).collect();
-    assert_eq!(ids, vec!["kept", "after"], "committed messages survive; the failed one is absent");
+    assert_eq!(
+        ids,
+        vec!["kept", "after"],
+        "committed messages survive; the failed one is absent"
+    );
     let r = store.append(vec![msg("s.a", Some("lost"), b"retry")]).await;
     let r = r[0].as_ref().unwrap();
-    assert_eq!((r.seq, r.duplicate), (3, false), "the failed write left no dedup entry");
+    assert_eq!(
+        (r.seq, r.duplicate),
+        (3, false),
+        "the failed write left no dedup entry"
+    );
 }

@@ -71,7 +71,9 @@ impl Shared {
         Arc::new(Shared {
             done: AtomicU64::new(0),
             // 1 us .. 60 s, 3 significant digits.
-            hist: std::sync::Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")),
+            hist: std::sync::Mutex::new(
+                Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
+            ),
         })
     }
     fn record(&self, h: &Histogram<u64>, n: u64) {
@@ -106,8 +108,10 @@ fn progress(total: Option<u64>) -> ProgressBar {
         None => ProgressBar::new_spinner(),
     };
     pb.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} {per_sec}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} {per_sec}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     pb
 }
@@ -127,8 +131,14 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         })
         .await
         .context("creating the bench stream")?;
-    let deadline = a.duration.map(|d| Instant::now() + Duration::from_secs_f64(d));
-    let total = if deadline.is_some() { None } else { Some(a.count) };
+    let deadline = a
+        .duration
+        .map(|d| Instant::now() + Duration::from_secs_f64(d));
+    let total = if deadline.is_some() {
+        None
+    } else {
+        Some(a.count)
+    };
     let pb = progress(total);
     if a.client.json {
         pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
@@ -141,20 +151,39 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         for p in 0..a.producers {
             let client = a.client.connect().await?;
             let (a2, s2) = (a.clone(), pubs.clone());
-            let share = total.map(|t| t / a.producers as u64 + u64::from((p as u64) < t % a.producers as u64));
-            tasks.push(tokio::spawn(async move { produce(client, a2, share, deadline, s2, p).await }));
+            let share = total
+                .map(|t| t / a.producers as u64 + u64::from((p as u64) < t % a.producers as u64));
+            tasks.push(tokio::spawn(async move {
+                produce(client, a2, share, deadline, s2, p).await
+            }));
         }
     }
     if kind != "pub" {
         for _ in 0..a.consumers {
             let client = a.client.connect().await?;
             let (a2, s2) = (a.clone(), subs.clone());
-            let start_pos = if kind == "pubsub" { StartPosition::New } else { StartPosition::Start };
-            let share = total.map(|t| if a.group.is_some() { t / a.consumers as u64 } else { t });
-            tasks.push(tokio::spawn(async move { consume(client, a2, share, deadline, s2, start_pos).await }));
+            let start_pos = if kind == "pubsub" {
+                StartPosition::New
+            } else {
+                StartPosition::Start
+            };
+            let share = total.map(|t| {
+                if a.group.is_some() {
+                    t / a.consumers as u64
+                } else {
+                    t
+                }
+            });
+            tasks.push(tokio::spawn(async move {
+                consume(client, a2, share, deadline, s2, start_pos).await
+            }));
         }
     }
-    let counter = if kind == "sub" { subs.clone() } else { pubs.clone() };
+    let counter = if kind == "sub" {
+        subs.clone()
+    } else {
+        pubs.clone()
+    };
     let watch_pb = pb.clone();
     let ticker = tokio::spawn(async move {
         loop {
@@ -172,7 +201,16 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         report("publish", &a, &pubs, elapsed);
     }
     if kind != "pub" {
-        report(if kind == "pubsub" { "end-to-end" } else { "consume" }, &a, &subs, elapsed);
+        report(
+            if kind == "pubsub" {
+                "end-to-end"
+            } else {
+                "consume"
+            },
+            &a,
+            &subs,
+            elapsed,
+        );
     }
     admin.close().await;
     Ok(())
@@ -180,7 +218,11 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
 
 fn report(what: &str, a: &BenchArgs, s: &Shared, elapsed: Duration) {
     let n = s.done.load(Ordering::Relaxed);
-    let h = s.hist.lock().map(|h| h.clone()).unwrap_or_else(|_| new_hist());
+    let h = s
+        .hist
+        .lock()
+        .map(|h| h.clone())
+        .unwrap_or_else(|_| new_hist());
     let secs = elapsed.as_secs_f64().max(1e-9);
     let rate = n as f64 / secs;
     let mbps = rate * a.size as f64 / 1_048_576.0;
@@ -194,7 +236,10 @@ fn report(what: &str, a: &BenchArgs, s: &Shared, elapsed: Duration) {
         });
         println!("{v}");
     } else {
-        println!("{what}: {n} messages of {} B in {secs:.2} s = {rate:.0} msg/s ({mbps:.1} MiB/s)", a.size);
+        println!(
+            "{what}: {n} messages of {} B in {secs:.2} s = {rate:.0} msg/s ({mbps:.1} MiB/s)",
+            a.size
+        );
         println!(
             "  latency ms: p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
             q(0.5),
@@ -223,7 +268,11 @@ async fn produce(
     producer: usize,
 ) -> anyhow::Result<()> {
     let subject = format!("{}.p{producer}", a.stream);
-    let per_producer_rate = if a.rate > 0 { a.rate as f64 / a.producers as f64 } else { 0.0 };
+    let per_producer_rate = if a.rate > 0 {
+        a.rate as f64 / a.producers as f64
+    } else {
+        0.0
+    };
     let t0 = Instant::now();
     let mut sent = 0u64;
     let mut hist = new_hist();
@@ -264,7 +313,8 @@ async fn produce(
         while keep_going(sent, share, deadline) || !inflight.is_empty() {
             let full = inflight.len() >= a.window.max(1);
             if full || !keep_going(sent, share, deadline) {
-                let (t, p): (Instant, tern_client::PendingAck) = inflight.pop_front().context("window")?;
+                let (t, p): (Instant, tern_client::PendingAck) =
+                    inflight.pop_front().context("window")?;
                 p.await?;
                 let _ = hist.record((t.elapsed().as_micros() as u64).max(1));
                 unreported += 1;

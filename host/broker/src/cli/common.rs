@@ -9,7 +9,12 @@ use tern_client::{Client, ClientConfig};
 #[derive(Args, Debug, Clone)]
 pub struct ClientArgs {
     /// Node addresses, comma-separated; tried in order.
-    #[arg(long, env = "TERN_SERVER", default_value = "127.0.0.1:7420", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "TERN_SERVER",
+        default_value = "127.0.0.1:7420",
+        value_delimiter = ','
+    )]
     pub server: Vec<String>,
     /// CA certificate (PEM) to trust. Default: the development CA of a local default node,
     /// `$TERN_DATA/ca.pem` or `./tern-data/ca.pem`.

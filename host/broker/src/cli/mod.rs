@@ -9,10 +9,12 @@ mod subscribe;
 
 use clap::{Parser, Subcommand};
 
-pub use common::ClientArgs;
-
 #[derive(Parser, Debug)]
-#[command(name = "tern", version, about = "tern: a WebAssembly-extensible edge message broker")]
+#[command(
+    name = "tern",
+    version,
+    about = "tern: a WebAssembly-extensible edge message broker"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -73,7 +73,11 @@ fn print_receipt(r: &Receipt, json: bool, out: &mut impl Write) -> std::io::Resu
         writeln!(out, "{v}")
     } else {
         let dup = if r.duplicate { " (duplicate)" } else { "" };
-        writeln!(out, "stored in {} at seq {} id {}{dup}", r.stream, r.seq, r.id)
+        writeln!(
+            out,
+            "stored in {} at seq {} id {}{dup}",
+            r.stream, r.seq, r.id
+        )
     }
 }
 
@@ -87,9 +91,9 @@ pub async fn run(a: PubArgs) -> anyhow::Result<()> {
     if !a.stdin {
         let payload = match (&a.data, &a.file) {
             (Some(d), None) => Bytes::from(d.clone().into_bytes()),
-            (None, Some(f)) => Bytes::from(
-                std::fs::read(f).with_context(|| format!("reading {}", f.display()))?,
-            ),
+            (None, Some(f)) => {
+                Bytes::from(std::fs::read(f).with_context(|| format!("reading {}", f.display()))?)
+            }
             (None, None) => Bytes::new(),
             (Some(_), Some(_)) => bail!("give the payload as DATA or --file, not both"),
         };

@@ -111,7 +111,10 @@ pub async fn run(cmd: StreamCmd) -> anyhow::Result<()> {
                     println!("{}", info_json(s));
                 }
             } else {
-                println!("{:<24} {:<32} {:>12} {:>14}", "STREAM", "SUBJECTS", "MESSAGES", "BYTES");
+                println!(
+                    "{:<24} {:<32} {:>12} {:>14}",
+                    "STREAM", "SUBJECTS", "MESSAGES", "BYTES"
+                );
                 for s in &streams {
                     println!(
                         "{:<24} {:<32} {:>12} {:>14}",

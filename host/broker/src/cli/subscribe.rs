@@ -54,7 +54,9 @@ fn parse_start(s: &str) -> Result<StartPosition, String> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_err(|e| e.to_string())?;
-        return Ok(StartPosition::Time(now.saturating_sub(ago).as_millis() as u64));
+        return Ok(StartPosition::Time(
+            now.saturating_sub(ago).as_millis() as u64
+        ));
     }
     Err(format!(
         "{s:?}: expected start, new, a sequence, an RFC 3339 time or a duration like 15m"
@@ -146,7 +148,10 @@ mod tests {
             parse_start("2026-01-01T00:00:00Z").unwrap(),
             StartPosition::Time(1_767_225_600_000)
         );
-        assert!(matches!(parse_start("15m").unwrap(), StartPosition::Time(_)));
+        assert!(matches!(
+            parse_start("15m").unwrap(),
+            StartPosition::Time(_)
+        ));
         assert!(parse_start("yesterday-ish").is_err());
     }
 }
