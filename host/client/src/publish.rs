@@ -255,8 +255,21 @@ impl Client {
 }
 
 /// A random 128-bit message id as 32 lowercase hex digits.
+/// A new unique message id: milliseconds since the epoch, a random per-process part and a
+/// counter, in hex. Ids that grow with time keep the node's dedup index appending at its
+/// end instead of touching a random page for every message.
 pub(crate) fn new_message_id() -> String {
-    format!("{:032x}", rand::random::<u128>())
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::OnceLock;
+    static PROCESS: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let process = *PROCESS.get_or_init(rand::random::<u64>);
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{ms:012x}{process:016x}{n:08x}")
 }
 
 /// The same publish frame under a new request id.
@@ -383,14 +396,15 @@ mod tests {
     }
 
     #[test]
-    fn message_ids_are_32_hex_digits_and_unique() {
+    fn message_ids_are_hex_unique_and_grow_with_time() {
         let a = new_message_id();
         let b = new_message_id();
-        assert_eq!(a.len(), 32);
+        assert_eq!(a.len(), 36);
         assert!(a
             .chars()
             .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         assert_ne!(a, b);
+        assert!(b > a, "ids of one process sort in creation order");
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! `tern bench`: load against a node through the client library, with a progress bar
 //! while it runs and throughput plus latency percentiles (hdrhistogram) at the end.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -276,7 +275,6 @@ async fn produce(
     let t0 = Instant::now();
     let mut sent = 0u64;
     let mut hist = new_hist();
-    let mut unreported = 0u64;
     let msg = |_: u64| PubMessage {
         subject: subject.clone(),
         id: None,
@@ -309,27 +307,37 @@ async fn produce(
             hist.reset();
         }
     } else {
-        let mut inflight = VecDeque::with_capacity(a.window);
-        while keep_going(sent, share, deadline) || !inflight.is_empty() {
-            let full = inflight.len() >= a.window.max(1);
-            if full || !keep_going(sent, share, deadline) {
-                let (t, p): (Instant, tern_client::PendingAck) =
-                    inflight.pop_front().context("window")?;
-                p.await?;
+        // A collector awaits acks in order as they complete, so latency is measured at
+        // completion; the bounded channel is the in-flight window.
+        let (tx, mut rx) =
+            tokio::sync::mpsc::channel::<(Instant, tern_client::PendingAck)>(a.window.max(1));
+        let collector_shared = shared.clone();
+        let collector = tokio::spawn(async move {
+            let mut hist = new_hist();
+            let mut unreported = 0u64;
+            while let Some((t, ack)) = rx.recv().await {
+                ack.await?;
                 let _ = hist.record((t.elapsed().as_micros() as u64).max(1));
                 unreported += 1;
-                if unreported >= 1000 || inflight.is_empty() {
-                    shared.record(&hist, unreported);
+                if unreported >= 1000 || rx.is_empty() {
+                    collector_shared.record(&hist, unreported);
                     hist.reset();
                     unreported = 0;
                 }
-                continue;
             }
+            anyhow::Ok(())
+        });
+        while keep_going(sent, share, deadline) {
             pace(sent).await;
             let t = Instant::now();
-            inflight.push_back((t, client.submit(msg(sent), AckLevel::Local).await?));
+            let ack = client.submit(msg(sent), AckLevel::Local).await?;
+            if tx.send((t, ack)).await.is_err() {
+                break; // the collector failed; its error is reported below
+            }
             sent += 1;
         }
+        drop(tx);
+        collector.await.context("ack collector panicked")??;
     }
     client.close().await;
     Ok(())
