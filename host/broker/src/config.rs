@@ -127,7 +127,7 @@ impl Default for StorageConfig {
         StorageConfig {
             commit_msgs_max: 8192,
             queue_ops_max: 4096,
-            cache_bytes: 64 * 1024 * 1024,
+            cache_bytes: 16 * 1024 * 1024,
             dedup_window_ms: 24 * 3600 * 1000,
             purge_interval_ms: 1000,
         }
@@ -140,7 +140,7 @@ impl Default for ConsumerConfig {
             ack_wait_ms: 30_000,
             max_deliveries: 5,
             credit_max: 10_000,
-            read_batch_msgs: 256,
+            read_batch_msgs: 1024,
         }
     }
 }

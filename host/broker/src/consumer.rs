@@ -14,6 +14,10 @@ use crate::groups::JoinRequest;
 use crate::server::Ctx;
 use crate::session::store_error;
 
+/// Most payload bytes read from storage at once for one subscription (a stored chunk is
+/// under 1 MiB, so this reads whole chunks instead of one chunk several times).
+pub(crate) const READ_BYTES_MAX: usize = 4 << 20;
+
 fn delivery(stream: &str, m: StoredMessage, delivery_count: u32) -> Frame {
     Frame::Deliver(Delivery {
         stream: stream.to_owned(),
@@ -132,7 +136,7 @@ async fn ephemeral(
         if credit > 0 {
             tip.borrow_and_update();
             let want = (credit as usize).min(ctx.config.consumer.read_batch_msgs);
-            let msgs = match ctx.store.read(&stream, next, want, 1 << 20) {
+            let msgs = match ctx.store.read(&stream, next, want, READ_BYTES_MAX) {
                 Ok(m) => m,
                 Err(e) => return refuse(writer, 0, &e).await,
             };

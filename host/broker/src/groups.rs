@@ -227,7 +227,12 @@ impl GroupState {
         }
         while out.len() < max {
             let want = (max - out.len()).min(read_batch);
-            let msgs = store.read(&self.stream, self.next_fresh, want, 1 << 20)?;
+            let msgs = store.read(
+                &self.stream,
+                self.next_fresh,
+                want,
+                crate::consumer::READ_BYTES_MAX,
+            )?;
             if msgs.is_empty() {
                 break;
             }

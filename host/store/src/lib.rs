@@ -41,7 +41,7 @@ pub struct StoreOptions {
     pub commit_msgs_max: usize,
     /// Most operations queued for the writer; callers wait beyond that. Default 4,096.
     pub queue_ops_max: usize,
-    /// redb page cache. Default 64 MiB.
+    /// redb page cache. Default 16 MiB.
     pub cache_bytes: usize,
     /// Fault switch for tests; never set in production.
     pub faults: Arc<FaultSwitch>,
@@ -55,7 +55,7 @@ impl StoreOptions {
             dedup_window_ms_default: 24 * 3600 * 1000,
             commit_msgs_max: 8192,
             queue_ops_max: 4096,
-            cache_bytes: 64 * 1024 * 1024,
+            cache_bytes: 16 * 1024 * 1024,
             faults: Arc::default(),
         }
     }

@@ -311,6 +311,8 @@ impl Writer {
                 return;
             }
         };
+        let started = std::time::Instant::now();
+        let ops = batch.len();
         let mut next = self.streams.clone();
         let mut hlc = self.last_hlc;
         let mut answers = Vec::with_capacity(batch.len());
@@ -344,7 +346,19 @@ impl Writer {
             answers.into_iter().for_each(|a| a.fail(&e));
             return;
         }
-        if let Err(e) = txn.commit() {
+        let applied = started.elapsed();
+        let commit = txn.commit();
+        let elapsed = started.elapsed();
+        tracing::trace!(
+            ops,
+            apply_us = applied.as_micros() as u64,
+            total_us = elapsed.as_micros() as u64,
+            "commit"
+        );
+        if elapsed > std::time::Duration::from_millis(200) {
+            tracing::warn!(ops, ms = elapsed.as_millis() as u64, "slow commit");
+        }
+        if let Err(e) = commit {
             let e = StoreError::from(e);
             self.broken = true;
             tracing::error!(error = %e, "commit failed; nothing of this batch is stored");

@@ -315,16 +315,20 @@ async fn produce(
         let collector = tokio::spawn(async move {
             let mut hist = new_hist();
             let mut unreported = 0u64;
+            let mut reported_at = Instant::now();
             while let Some((t, ack)) = rx.recv().await {
                 ack.await?;
                 let _ = hist.record((t.elapsed().as_micros() as u64).max(1));
                 unreported += 1;
-                if unreported >= 1000 || rx.is_empty() {
+                // Merging a histogram walks all its buckets: do it rarely, off the ack path.
+                if unreported >= 10_000 || reported_at.elapsed() > Duration::from_millis(200) {
                     collector_shared.record(&hist, unreported);
                     hist.reset();
                     unreported = 0;
+                    reported_at = Instant::now();
                 }
             }
+            collector_shared.record(&hist, unreported);
             anyhow::Ok(())
         });
         while keep_going(sent, share, deadline) {
@@ -380,7 +384,7 @@ async fn consume(
         }
         got += 1;
         unreported += 1;
-        if unreported >= 1000 {
+        if unreported >= 10_000 {
             shared.record(&hist, unreported);
             hist.reset();
             unreported = 0;
