@@ -1,12 +1,13 @@
 //! Test harness: real nodes on 127.0.0.1 with real redb files in temporary directories,
 //! and clients that trust their development CA.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tern_broker::{Config, FaultSwitch, Node};
-use tern_client::{Client, ClientConfig};
+use tern_client::{Client, ClientConfig, Delivery, Subscription};
 
 pub use tern_client;
 pub use tern_proto;
@@ -79,6 +80,23 @@ impl TestNode {
             .expect("client connects")
     }
 
+    /// Start a node on `dir`, which the caller owns: it outlives the node, so another node
+    /// can be started on the same data later.
+    pub async fn start_in(dir: PathBuf, adjust: impl FnOnce(&mut Config)) -> TestNode {
+        let mut config = test_config(&dir);
+        adjust(&mut config);
+        let faults = Arc::new(FaultSwitch::default());
+        let node = Node::start_with_faults(config.clone(), faults.clone())
+            .await
+            .expect("node starts");
+        TestNode {
+            node: Some(node),
+            config,
+            faults,
+            _dir: None,
+        }
+    }
+
     /// Stop gracefully and start again on the same data directory (a new port).
     pub async fn restart(&mut self) {
         if let Some(n) = self.node.take() {
@@ -93,6 +111,47 @@ impl TestNode {
     pub async fn stop(mut self) {
         if let Some(n) = self.node.take() {
             n.shutdown().await;
+        }
+    }
+}
+
+/// A loopback address whose UDP port was free a moment ago, for a node that must come
+/// back on the same port after `restart` (set it as `config.listen`).
+pub fn free_loopback_addr() -> SocketAddr {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a free port");
+    sock.local_addr().expect("local address")
+}
+
+/// The next delivery of `sub`, waiting at most `within`; panics on an error, on the end of
+/// the subscription, or when nothing arrives in time.
+pub async fn next_delivery(sub: &mut Subscription, within: Duration) -> Delivery {
+    match tokio::time::timeout(within, sub.next()).await {
+        Ok(Some(Ok(d))) => d,
+        Ok(Some(Err(e))) => panic!("subscription failed: {e}"),
+        Ok(None) => panic!("subscription ended"),
+        Err(_) => panic!("no delivery within {within:?}"),
+    }
+}
+
+/// The next `n` deliveries of `sub`, each waited for at most `each`.
+pub async fn next_deliveries(sub: &mut Subscription, n: usize, each: Duration) -> Vec<Delivery> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(next_delivery(sub, each).await);
+    }
+    out
+}
+
+/// Assert that `sub` delivers nothing (and does not end) for `quiet`.
+pub async fn assert_quiet(sub: &mut Subscription, quiet: Duration) {
+    if let Ok(got) = tokio::time::timeout(quiet, sub.next()).await {
+        match got {
+            Some(Ok(d)) => panic!(
+                "unexpected delivery: seq {} subject {} count {}",
+                d.stamp.local_seq, d.subject, d.delivery_count
+            ),
+            Some(Err(e)) => panic!("subscription failed: {e}"),
+            None => panic!("subscription ended"),
         }
     }
 }

@@ -28,6 +28,8 @@ pub(crate) async fn serve_connection(incoming: quinn::Incoming, ctx: Arc<Ctx>) {
         }
     };
     tracing::debug!(%remote, "connection open");
+    // This connection's streams; also tracked by `ctx.tasks`, which bounds the shutdown wait.
+    let streams = tokio_util::task::TaskTracker::new();
     loop {
         let (send, recv) = tokio::select! {
             _ = ctx.shutdown.cancelled() => break,
@@ -41,7 +43,7 @@ pub(crate) async fn serve_connection(incoming: quinn::Incoming, ctx: Arc<Ctx>) {
         };
         let ctx2 = ctx.clone();
         let conn2 = conn.clone();
-        ctx.tasks.spawn(async move {
+        ctx.tasks.spawn(streams.track_future(async move {
             if let Err(e) = serve_stream(send, recv, &ctx2).await {
                 match &e {
                     NetError::Decode(DecodeError::FrameTooLarge { .. }) => {
@@ -55,9 +57,12 @@ pub(crate) async fn serve_connection(incoming: quinn::Incoming, ctx: Arc<Ctx>) {
                     _ => tracing::debug!(%remote, error = %e, "stream ended"),
                 }
             }
-        });
+        }));
     }
-    // Shutdown: give in-flight streams their chance (the tracker waits), then close.
+    // Shutdown: let the in-flight streams answer what they read before closing, or their
+    // answers are lost with the connection. `Node::shutdown` bounds the wait.
+    streams.close();
+    streams.wait().await;
     conn.close(CLOSE_SHUTDOWN.into(), b"node shutting down");
 }
 
@@ -68,7 +73,11 @@ async fn serve_stream(
 ) -> Result<(), NetError> {
     let mut reader = FrameReader::new(recv, ctx.config.limits.frame_bytes_max);
     let mut writer = FrameWriter::new(send);
-    let Some(first) = reader.next().await? else {
+    let first = tokio::select! {
+        _ = ctx.shutdown.cancelled() => return Ok(()),
+        f = reader.next() => f?,
+    };
+    let Some(first) = first else {
         return Ok(());
     };
     if let Frame::Subscribe(sub) = first {
@@ -122,7 +131,11 @@ async fn serve_requests(
     );
     write_result?;
     result?;
-    writer.finish().await
+    writer.finish().await?;
+    // At shutdown the connection closes once this stream ends, discarding what the client
+    // has not received yet: make sure the answers arrived.
+    writer.delivered().await;
+    Ok(())
 }
 
 async fn read_requests(

@@ -11,7 +11,7 @@ use tern_net::{FrameReader, FrameWriter, NetError};
 use tern_proto::limits::FRAME_BYTES_MAX;
 use tern_proto::{Frame, PROTOCOL_VERSION};
 
-use crate::error::{io_error, ClientError};
+use crate::error::{dup_client_error, io_error, ClientError};
 use crate::lock;
 use crate::request::RequestChannel;
 use crate::ClientConfig;
@@ -52,6 +52,11 @@ pub(crate) struct ConnHolder {
     current: Mutex<Option<Arc<Live>>>,
     /// Serializes (re)connecting so that concurrent failures cause one reconnect.
     connecting: tokio::sync::Mutex<()>,
+    /// Connect attempts completed (under `connecting`), so that callers who waited for an
+    /// attempt can tell that it happened.
+    connect_attempts: AtomicU64,
+    /// How the last completed connect attempt failed; `None` when it succeeded.
+    last_failure: Mutex<Option<ClientError>>,
     /// Server to try first on the next connect.
     next_server: AtomicUsize,
     closed: AtomicBool,
@@ -68,6 +73,8 @@ impl ConnHolder {
             endpoints: Mutex::new(Endpoints::default()),
             current: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
+            connect_attempts: AtomicU64::new(0),
+            last_failure: Mutex::new(None),
             next_server: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             next_req_id: AtomicU64::new(1),
@@ -97,6 +104,7 @@ impl ConnHolder {
         if let Some(live) = lock(&self.current).as_ref().filter(|l| l.healthy()) {
             return Ok(live.clone());
         }
+        let attempts_seen = self.connect_attempts.load(Ordering::Acquire);
         let _guard = self.connecting.lock().await;
         if self.is_closed() {
             return Err(ClientError::Closed);
@@ -108,6 +116,13 @@ impl ConnHolder {
             }
             cur.take()
         };
+        if self.connect_attempts.load(Ordering::Acquire) != attempts_seen {
+            // An attempt ran while this caller waited for it; share its failure instead of
+            // making every waiter wait out a connect timeout of its own, one after another.
+            if let Some(e) = lock(&self.last_failure).as_ref() {
+                return Err(dup_client_error(e));
+            }
+        }
         if let Some(stale) = stale {
             // Start with another node: this one just failed us.
             stale.conn.close(CLOSE_NORMAL.into(), b"reconnecting");
@@ -116,7 +131,10 @@ impl ConnHolder {
                 Ordering::Relaxed,
             );
         }
-        let live = self.connect_any().await?;
+        let res = self.connect_any().await;
+        *lock(&self.last_failure) = res.as_ref().err().map(dup_client_error);
+        self.connect_attempts.fetch_add(1, Ordering::Release);
+        let live = res?;
         if self.is_closed() {
             live.conn.close(CLOSE_NORMAL.into(), b"client closed");
             return Err(ClientError::Closed);

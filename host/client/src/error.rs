@@ -73,6 +73,23 @@ pub(crate) fn dup_net_error(e: &NetError) -> NetError {
     }
 }
 
+/// A copy of `e` for each caller failed by the same connect attempt.
+pub(crate) fn dup_client_error(e: &ClientError) -> ClientError {
+    match e {
+        ClientError::Connect { server, source } => ClientError::Connect {
+            server: server.clone(),
+            source: dup_net_error(source),
+        },
+        ClientError::Net(e) => ClientError::Net(dup_net_error(e)),
+        ClientError::Server(b) => ClientError::Server(b.clone()),
+        ClientError::Timeout => ClientError::Timeout,
+        ClientError::Closed => ClientError::Closed,
+        ClientError::Protocol(s) => ClientError::Protocol(s.clone()),
+        ClientError::Config(s) => ClientError::Config(s.clone()),
+        ClientError::Invalid(s) => ClientError::Invalid(s.clone()),
+    }
+}
+
 /// An I/O-kind transport error with a fixed explanation.
 pub(crate) fn io_error(kind: std::io::ErrorKind, what: impl Into<String>) -> NetError {
     NetError::Io(std::io::Error::new(kind, what.into()))

@@ -319,7 +319,7 @@ async fn publish_submit_and_admin() {
     let client = Client::connect(mock.config()).await.unwrap();
 
     let r = client.publish(message(0), AckLevel::Local).await.unwrap();
-    assert_eq!((r.seq, r.duplicate, r.id.len()), (1, false, 32));
+    assert_eq!((r.seq, r.duplicate, r.id.len()), (1, false, 36));
 
     let mut given = message(1);
     given.id = Some("my-id".into());

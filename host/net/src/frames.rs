@@ -99,4 +99,11 @@ impl FrameWriter {
         let _ = self.send.finish();
         Ok(())
     }
+
+    /// After [`FrameWriter::finish`]: wait until the peer acknowledged everything sent (or
+    /// stopped the stream, or the connection ended). Closing the connection discards data
+    /// not yet delivered, so wait for this first when what was sent must arrive.
+    pub async fn delivered(&mut self) {
+        let _ = self.send.stopped().await;
+    }
 }

@@ -7,6 +7,8 @@
 //! Chunk layout: format u8 (1), count u32, then `count` times (length u32, message record).
 
 use bytes::{BufMut, BytesMut};
+
+use crate::records::Prepared;
 use redb::ReadableTable;
 use tern_proto::StreamState;
 
@@ -20,62 +22,59 @@ pub(crate) const CHUNK_MSGS_MAX: u32 = 1024;
 /// 1 MiB would cost a 2 MiB write.
 pub(crate) const CHUNK_BYTES_MAX: usize = (1 << 20) - 4096;
 
-/// A chunk being filled during one write transaction.
+/// A chunk being filled during one write transaction: the prepared records, copied once
+/// into redb's page when the chunk is written.
 pub(crate) struct ChunkBuf {
     pub first_seq: u64,
-    pub count: u32,
-    pub body: BytesMut,
+    pub records: Vec<Vec<u8>>,
+    /// Bytes the chunk will take: header plus length-prefixed records.
+    pub bytes: usize,
     /// Producer ids of its messages (for dedup expiry) and the newest commit time.
     pub ids: Vec<String>,
     pub last_time_ms: u64,
 }
 
+/// Chunk header: format byte and record count.
+const CHUNK_HEADER_BYTES: usize = 5;
+
 impl ChunkBuf {
     pub(crate) fn new(first_seq: u64) -> ChunkBuf {
-        let mut body = BytesMut::with_capacity(64 * 1024);
-        body.put_u8(RECORD_FORMAT);
-        body.put_u32(0); // count, patched in `finish`
         ChunkBuf {
             first_seq,
-            count: 0,
-            body,
+            records: Vec::new(),
+            bytes: CHUNK_HEADER_BYTES,
             ids: Vec::new(),
             last_time_ms: 0,
         }
     }
 
-    pub(crate) fn push(&mut self, m: &StoredMessage, producer_id: bool) {
-        let at = self.body.len();
-        self.body.put_u32(0);
-        records::encode_message(&mut self.body, m);
-        let len = (self.body.len() - at - 4) as u32;
-        self.body[at..at + 4].copy_from_slice(&len.to_be_bytes());
-        self.count += 1;
-        if producer_id {
-            self.ids.push(m.id.clone());
+    pub(crate) fn push(&mut self, p: Prepared, time_ms: u64) {
+        self.bytes += 4 + p.record.len();
+        if p.producer_id {
+            self.ids.push(p.id);
         }
-        self.last_time_ms = m.time_ms();
+        self.records.push(p.record);
+        self.last_time_ms = time_ms;
     }
 
-    /// Whether `m` should start a new chunk instead of joining this one.
-    pub(crate) fn would_overflow(&self, m: &StoredMessage) -> bool {
-        let record = 64
-            + m.payload.len()
-            + m.subject.len()
-            + m.id.len()
-            + m.origin.len()
-            + m.key.as_ref().map_or(0, String::len)
-            + m.headers
-                .iter()
-                .map(|(k, v)| k.len() + v.len() + 4)
-                .sum::<usize>();
-        self.count > 0
-            && (self.count >= CHUNK_MSGS_MAX || self.body.len() + record > CHUNK_BYTES_MAX)
+    /// Whether a record of `len` bytes should start a new chunk instead of joining this one.
+    pub(crate) fn would_overflow(&self, len: usize) -> bool {
+        !self.records.is_empty()
+            && (self.records.len() >= CHUNK_MSGS_MAX as usize
+                || self.bytes + 4 + len > CHUNK_BYTES_MAX)
     }
 
-    pub(crate) fn finish(mut self) -> (u64, BytesMut, Vec<String>, u64) {
-        self.body[1..5].copy_from_slice(&self.count.to_be_bytes());
-        (self.first_seq, self.body, self.ids, self.last_time_ms)
+    /// Write the chunk's layout into `out`, which is exactly `self.bytes` long.
+    pub(crate) fn write_into(&self, out: &mut [u8]) {
+        out[0] = RECORD_FORMAT;
+        out[1..5].copy_from_slice(&(self.records.len() as u32).to_be_bytes());
+        let mut pos = CHUNK_HEADER_BYTES;
+        for r in &self.records {
+            out[pos..pos + 4].copy_from_slice(&(r.len() as u32).to_be_bytes());
+            pos += 4;
+            out[pos..pos + r.len()].copy_from_slice(r);
+            pos += r.len();
+        }
     }
 }
 
@@ -237,17 +236,19 @@ mod tests {
     fn chunk_round_trip_and_corruption() {
         let mut c = ChunkBuf::new(10);
         for i in 0..3u8 {
-            let m = StoredMessage {
-                seq: 10 + u64::from(i),
+            let m = tern_proto::PubMessage {
                 subject: "a".into(),
-                id: format!("id{i}"),
+                id: (i != 1).then(|| format!("id{i}")),
                 payload: bytes::Bytes::from(vec![i; 3]),
-                origin: "local".into(),
                 ..Default::default()
             };
-            c.push(&m, i != 1);
+            let mut p = Prepared::new(m, "local");
+            p.stamp(1, 10 + u64::from(i), 0);
+            c.push(p, 5);
         }
-        let (first, body, ids, _) = c.finish();
+        let mut body = vec![0u8; c.bytes];
+        c.write_into(&mut body);
+        let (first, ids) = (c.first_seq, c.ids.clone());
         assert_eq!(first, 10);
         assert_eq!(ids, vec!["id0".to_string(), "id2".to_string()]);
         let recs = records(first, &body).unwrap();

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 pub use backend::FaultSwitch;
 pub use error::StoreError;
-pub use records::{GroupRecord, StoredMessage};
+pub use records::{GroupRecord, Prepared, StoredMessage};
 pub use writer::{GroupUpdate, PendingRow};
 
 use records::StreamRecord;
@@ -113,6 +113,8 @@ pub(crate) type DbSlot = Arc<RwLock<Option<Arc<Database>>>>;
 #[derive(Clone)]
 pub struct Store {
     db: DbSlot,
+    /// Region stamped as `origin` on accepted messages.
+    origin: Arc<str>,
     tx: mpsc::Sender<Op>,
     shared: Arc<Shared>,
     writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
@@ -135,6 +137,7 @@ impl Store {
         });
         shared.publish(&streams);
         let (tx, rx) = mpsc::channel(opts.queue_ops_max);
+        let origin: Arc<str> = opts.origin.as_str().into();
         let w = Writer {
             db: db.clone(),
             shared: shared.clone(),
@@ -149,6 +152,7 @@ impl Store {
             .map_err(|e| StoreError::from(redb::Error::Io(e)))?;
         Ok(Store {
             db,
+            origin,
             tx,
             shared,
             writer: Arc::new(Mutex::new(Some(handle))),
@@ -169,10 +173,18 @@ impl Store {
     /// original's sequence and `duplicate = true`.
     pub async fn append(&self, msgs: Vec<PubMessage>) -> Vec<Result<Receipt, StoreError>> {
         let n = msgs.len();
+        let msgs = self.prepare(msgs);
         match self.call(|reply| Op::Append { msgs, reply }).await {
             Ok(v) => v,
             Err(e) => (0..n).map(|_| Err(e.duplicate())).collect(),
         }
+    }
+
+    /// Encode messages in the caller's task, so the writer thread only stamps and copies.
+    fn prepare(&self, msgs: Vec<PubMessage>) -> Vec<Prepared> {
+        msgs.into_iter()
+            .map(|m| Prepared::new(m, &self.origin))
+            .collect()
     }
 
     /// Queue messages for the writer and return at once (after waiting only for queue
@@ -182,6 +194,7 @@ impl Store {
         &self,
         msgs: Vec<PubMessage>,
     ) -> Result<oneshot::Receiver<Vec<Result<Receipt, StoreError>>>, StoreError> {
+        let msgs = self.prepare(msgs);
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Op::Append { msgs, reply })

@@ -104,7 +104,71 @@ fn put_opt_str(out: &mut BytesMut, s: Option<&str>) {
     }
 }
 
+/// Byte range of the stamp fields the writer fills in: hlc, origin_seq, key_seq.
+pub(crate) const STAMP_AT: usize = 1;
+
+/// A message encoded before it reaches the writer (off the writer thread): only the
+/// stamp fields, at fixed offsets, are left for the writer to fill in.
+#[derive(Debug)]
+pub struct Prepared {
+    pub(crate) subject: String,
+    pub(crate) id: String,
+    /// Whether the producer chose the id (only those enter the dedup index).
+    pub(crate) producer_id: bool,
+    pub(crate) key: Option<String>,
+    pub(crate) size_bytes: u64,
+    pub(crate) record: Vec<u8>,
+}
+
+impl Prepared {
+    /// Encode `m` with zero stamp fields; assigns a unique id when it has none.
+    pub fn new(m: tern_proto::PubMessage, origin: &str) -> Prepared {
+        let producer_id = m.id.is_some();
+        let id = m.id.unwrap_or_else(new_id);
+        let size_bytes = message_size(&m.headers, m.payload.len());
+        let mut out = BytesMut::with_capacity(
+            64 + m.payload.len() + m.subject.len() + id.len() + origin.len(),
+        );
+        out.put_u8(RECORD_FORMAT);
+        out.put_bytes(0, 24); // hlc, origin_seq, key_seq: set by the writer
+        put_str(&mut out, origin);
+        put_str(&mut out, &m.subject);
+        put_str(&mut out, &id);
+        put_opt_str(&mut out, m.key.as_deref());
+        out.put_u16(m.headers.len() as u16);
+        for (k, v) in &m.headers {
+            put_str(&mut out, k);
+            put_str(&mut out, v);
+        }
+        out.put_u32(m.payload.len() as u32);
+        out.put_slice(&m.payload);
+        Prepared {
+            subject: m.subject,
+            id,
+            producer_id,
+            key: m.key,
+            size_bytes,
+            record: out.to_vec(),
+        }
+    }
+
+    /// Fill in the stamp fields.
+    pub(crate) fn stamp(&mut self, hlc: u64, origin_seq: u64, key_seq: u64) {
+        let at = STAMP_AT;
+        self.record[at..at + 8].copy_from_slice(&hlc.to_be_bytes());
+        self.record[at + 8..at + 16].copy_from_slice(&origin_seq.to_be_bytes());
+        self.record[at + 16..at + 24].copy_from_slice(&key_seq.to_be_bytes());
+    }
+}
+
+/// A new unique id for a message published without one.
+fn new_id() -> String {
+    let v: u128 = rand::random();
+    format!("{v:032x}")
+}
+
 /// Message record: format, hlc, origin_seq, key_seq, origin, subject, id, key?, headers, payload.
+#[cfg(test)]
 pub(crate) fn encode_message(out: &mut BytesMut, m: &StoredMessage) {
     out.put_u8(RECORD_FORMAT);
     out.put_u64(m.hlc);
@@ -252,6 +316,31 @@ pub(crate) fn decode_group(b: &[u8]) -> Result<GroupRecord, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prepared_record_matches_the_encoder() {
+        let m = tern_proto::PubMessage {
+            subject: "orders.eu".into(),
+            id: Some("a".into()),
+            key: Some("k".into()),
+            headers: vec![("h".into(), "v".into())],
+            payload: Bytes::from_static(b"hello"),
+        };
+        let mut p = Prepared::new(m, "local");
+        p.stamp(99, 7, 2);
+        let d = decode_message(7, &p.record).unwrap();
+        assert_eq!((d.hlc, d.origin_seq, d.key_seq), (99, 7, 2));
+        assert_eq!(
+            (d.subject.as_str(), d.id.as_str(), d.origin.as_str()),
+            ("orders.eu", "a", "local")
+        );
+        assert_eq!(d.size_bytes(), p.size_bytes);
+        let mut out = BytesMut::new();
+        encode_message(&mut out, &d);
+        assert_eq!(&out[..], &p.record[..]);
+        let unnamed = Prepared::new(tern_proto::PubMessage::default(), "local");
+        assert!(!unnamed.producer_id && unnamed.id.len() == 32);
+    }
 
     #[test]
     fn message_round_trip() {

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::chunks::{self, ChunkBuf};
 use crate::error::StoreError;
-use crate::records::{self, GroupRecord, StoredMessage, StreamRecord};
+use crate::records::{self, GroupRecord, Prepared, StreamRecord};
 use crate::tables::*;
 use crate::{PurgeReport, Shared, StoreOptions};
 
@@ -25,7 +25,7 @@ pub(crate) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 /// One change request to the writer.
 pub(crate) enum Op {
     Append {
-        msgs: Vec<PubMessage>,
+        msgs: Vec<Prepared>,
         reply: oneshot::Sender<Vec<Result<Receipt, StoreError>>>,
     },
     CreateStream {
@@ -143,25 +143,32 @@ pub(crate) struct BatchState {
     touched: Vec<String>,
     /// Open chunk per stream id.
     chunks: BTreeMap<u32, ChunkBuf>,
+    /// Sequence of the message being pushed (first sequence of a chunk it opens).
+    next_seq: u64,
 }
 
 impl BatchState {
     fn push(
         &mut self,
         sid: u32,
-        m: &StoredMessage,
-        producer_id: bool,
+        p: Prepared,
+        time_ms: u64,
         t: &mut Tables<'_>,
     ) -> Result<(), StoreError> {
-        if self.chunks.get(&sid).is_some_and(|c| c.would_overflow(m)) {
+        if self
+            .chunks
+            .get(&sid)
+            .is_some_and(|c| c.would_overflow(p.record.len()))
+        {
             if let Some(c) = self.chunks.remove(&sid) {
                 write_chunk(t, sid, c)?;
             }
         }
+        let seq = self.next_seq;
         self.chunks
             .entry(sid)
-            .or_insert_with(|| ChunkBuf::new(m.seq))
-            .push(m, producer_id);
+            .or_insert_with(|| ChunkBuf::new(seq))
+            .push(p, time_ms);
         Ok(())
     }
 
@@ -174,11 +181,15 @@ impl BatchState {
 }
 
 fn write_chunk(t: &mut Tables<'_>, sid: u32, c: ChunkBuf) -> Result<(), StoreError> {
-    let (first, body, ids, time) = c.finish();
-    t.msgs.insert((sid, first), &body[..])?;
-    if !ids.is_empty() {
-        t.expiry
-            .insert((sid, first), chunks::encode_expiry(time, &ids).as_slice())?;
+    // Written straight into redb's page: the records are copied once.
+    let mut slot = t.msgs.insert_reserve((sid, c.first_seq), c.bytes)?;
+    c.write_into(slot.as_mut());
+    drop(slot);
+    if !c.ids.is_empty() {
+        t.expiry.insert(
+            (sid, c.first_seq),
+            chunks::encode_expiry(c.last_time_ms, &c.ids).as_slice(),
+        )?;
     }
     Ok(())
 }
@@ -436,7 +447,7 @@ impl Writer {
     /// whole transaction; a per-message refusal is `Ok(Err(..))`.
     fn append_one(
         &self,
-        m: PubMessage,
+        mut m: Prepared,
         t: &mut Tables<'_>,
         streams: &mut BTreeMap<String, StreamRecord>,
         hlc: &mut u64,
@@ -455,10 +466,10 @@ impl Writer {
         };
         let sid = rec.sid;
         let stream = rec.config.name.clone();
-        if let Some(id) = &m.id {
-            if let Some(seq) = t.dedup.get((sid, id.as_str()))? {
+        if m.producer_id {
+            if let Some(seq) = t.dedup.get((sid, m.id.as_str()))? {
                 return Ok(Ok(Receipt {
-                    id: id.clone(),
+                    id: m.id,
                     stream,
                     seq: seq.value(),
                     duplicate: true,
@@ -481,37 +492,28 @@ impl Writer {
             }
             None => 0,
         };
-        let producer_id = m.id.is_some();
-        let id = m.id.unwrap_or_else(new_id);
-        let stored = StoredMessage {
-            seq,
-            subject: m.subject,
-            id,
-            key: m.key,
-            headers: m.headers,
-            payload: m.payload,
-            origin: self.opts.origin.clone(),
-            origin_seq: seq,
-            key_seq,
-            hlc: *hlc,
-        };
-        batch.push(sid, &stored, producer_id, t)?;
-        if producer_id {
-            t.dedup.insert((sid, stored.id.as_str()), seq)?;
+        m.stamp(*hlc, seq, key_seq);
+        if m.producer_id {
+            t.dedup.insert((sid, m.id.as_str()), seq)?;
         }
+        let id = m.id.clone();
+        let size = m.size_bytes;
+        let time_ms = *hlc >> 16;
+        batch.next_seq = seq;
+        batch.push(sid, m, time_ms, t)?;
         let st = &mut rec.state;
         if st.msgs == 0 {
             st.first_seq = seq;
         }
         st.last_seq = seq;
         st.msgs += 1;
-        st.bytes += stored.size_bytes();
-        st.last_time_ms = stored.time_ms();
+        st.bytes += size;
+        st.last_time_ms = time_ms;
         if batch.touched.last() != Some(&stream) && !batch.touched.contains(&stream) {
             batch.touched.push(stream.clone());
         }
         Ok(Ok(Receipt {
-            id: stored.id,
+            id,
             stream,
             seq,
             duplicate: false,
@@ -579,6 +581,7 @@ impl Writer {
         };
         let mut g = records::decode_group(&raw)?;
         for m in u.dead_letters {
+            let m = Prepared::new(m, &self.opts.origin);
             if let Err(e) = self.append_one(m, t, streams, hlc, batch)? {
                 // A dead letter that cannot be stored keeps its pending row: nothing is lost.
                 return Ok(Err(e));
@@ -603,11 +606,6 @@ impl Writer {
         }
         Ok(Ok(()))
     }
-}
-
-fn new_id() -> String {
-    let v: u128 = rand::random();
-    format!("{v:032x}")
 }
 
 pub(crate) fn info(rec: &StreamRecord) -> StreamInfo {
