@@ -18,6 +18,9 @@ pub(crate) const CLOSE_PROTOCOL: u32 = 1;
 pub(crate) const CLOSE_FRAME_TOO_LARGE: u32 = 2;
 pub(crate) const CLOSE_SHUTDOWN: u32 = 3;
 
+/// Longest wait for a client to acknowledge the last answers of a finished request stream.
+const ANSWER_DELIVERY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub(crate) async fn serve_connection(incoming: quinn::Incoming, ctx: Arc<Ctx>) {
     let remote = incoming.remote_address();
     let conn = match incoming.await {
@@ -133,8 +136,9 @@ async fn serve_requests(
     result?;
     writer.finish().await?;
     // At shutdown the connection closes once this stream ends, discarding what the client
-    // has not received yet: make sure the answers arrived.
-    writer.delivered().await;
+    // has not received yet: make sure the answers arrived. A client that vanished never
+    // acknowledges, so the wait is bounded.
+    let _ = tokio::time::timeout(ANSWER_DELIVERY_WAIT, writer.delivered()).await;
     Ok(())
 }
 

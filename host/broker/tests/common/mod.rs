@@ -93,14 +93,15 @@ impl NodeProcess {
             .args(["-TERM", &pid])
             .status()
             .expect("kill -TERM");
-        for _ in 0..200 {
+        // The node's shutdown timeout is 10 s; allow it and some margin.
+        for _ in 0..400 {
             if let Some(s) = self.child.try_wait().expect("wait") {
                 return s;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         self.sigkill();
-        panic!("node did not exit within 10 s of SIGTERM");
+        panic!("node did not exit within 20 s of SIGTERM");
     }
 }
 
