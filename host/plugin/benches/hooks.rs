@@ -1,0 +1,244 @@
+//! Plugin runtime benchmarks, on the real bundled components:
+//! - per-message cost of `residency` (residency-policy) and `route` (content-router) on
+//!   batches of 100 and 1000 messages with 1 KiB JSON payloads and three headers, alone and
+//!   both in a row (what a publish pays with both attached); the router is measured with
+//!   header/subject rules (it takes no payloads) and with a JSON-field rule (it takes them),
+//!   and with no rules (`route-keep`: the cost of a hook call that does nothing), with and
+//!   without the three headers and key;
+//! - cold deploy (validate + compile + instantiate + first call) vs warm load (precompiled
+//!   artifact from the cache + instantiate + first call).
+//!
+//! Run: `cargo bench -p tern-plugin --bench hooks` (results in docs/benchmarks.md).
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use std::hint::black_box;
+use std::sync::Arc;
+use tern_plugin::types::{Hop, Message, Region};
+use tern_plugin::{Budget, EngineConfig, HookKind, Plugin, PluginEngine, PluginId, PluginMetrics};
+use tern_plugin_guests as guests;
+
+fn message(i: usize) -> Message {
+    let subject = match i % 4 {
+        0 => "orders.eu.created",
+        1 => "orders.us.created",
+        2 => "orders.test.created",
+        _ => "orders.apac.created",
+    };
+    let priority = if i.is_multiple_of(10) {
+        "high"
+    } else {
+        "normal"
+    };
+    Message {
+        subject: subject.into(),
+        id: format!("01JDXQ3M6Z8K4T{i:012}"),
+        key: Some(format!("customer-{}", i % 97)),
+        headers: tern_plugin::headers::encode([
+            ("content-type", "application/json"),
+            ("priority", priority),
+            ("residency", if i.is_multiple_of(3) { "eu" } else { "any" }),
+        ]),
+        payload_len: 1024,
+    }
+}
+
+fn payload(i: usize) -> Vec<u8> {
+    let tier = if i.is_multiple_of(5) {
+        "gold"
+    } else {
+        "silver"
+    };
+    let head = format!(
+        r#"{{"order_id":"o-{i}","customer":{{"id":{i},"tier":"{tier}"}},"lines":[{{"sku":"A-1","qty":2}}],"note":""#
+    );
+    let mut out = head.into_bytes();
+    out.resize(1024 - 2, b'x');
+    out.extend_from_slice(br#""}"#);
+    out
+}
+
+fn hop() -> Hop {
+    let region = |name: &str, tag: &str| Region {
+        name: name.into(),
+        tags: vec![tag.into()],
+    };
+    Hop {
+        source: "eu-west".into(),
+        destination: "us-east".into(),
+        regions: vec![
+            region("eu-west", "eu"),
+            region("eu-central", "eu"),
+            region("us-east", "us"),
+        ],
+    }
+}
+
+fn load(engine: &PluginEngine, path: &str, hook: HookKind, params: &[(&str, &str)]) -> Plugin {
+    Plugin::load(
+        engine,
+        PluginId {
+            name: "bench".into(),
+            version: 1,
+            hook,
+        },
+        &guests::bytes(path),
+        params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        Budget::default(),
+        Arc::new(PluginMetrics::default()),
+    )
+    .expect("plugin loads")
+}
+
+const RESIDENCY_RULES: &[(&str, &str)] = &[
+    ("rule.1", "header:residency=eu -> tag:eu"),
+    ("rule.2", "subject:*.eu.> -> tag:eu"),
+];
+const ROUTER_HEADER_RULES: &[(&str, &str)] = &[
+    ("route.1", "header:priority=high -> to:lanes.high.{subject}"),
+    ("route.2", "subject:orders.test.> -> drop"),
+    ("default", "to:lanes.normal.{subject}"),
+];
+const ROUTER_JSON_RULES: &[(&str, &str)] = &[
+    ("route.1", "header:priority=high -> to:lanes.high.{subject}"),
+    (
+        "route.2",
+        "json:$.customer.tier=gold -> to:lanes.high.{subject}",
+    ),
+    ("default", "to:lanes.normal.{subject}"),
+];
+
+fn per_message(c: &mut Criterion) {
+    let engine = PluginEngine::new(EngineConfig::default()).unwrap();
+    let residency = load(
+        &engine,
+        guests::RESIDENCY_POLICY,
+        HookKind::Residency,
+        RESIDENCY_RULES,
+    );
+    let router = load(
+        &engine,
+        guests::CONTENT_ROUTER,
+        HookKind::Route,
+        ROUTER_HEADER_RULES,
+    );
+    let json_router = load(
+        &engine,
+        guests::CONTENT_ROUTER,
+        HookKind::Route,
+        ROUTER_JSON_RULES,
+    );
+    assert!(!residency.reads_payload() && !router.reads_payload());
+    assert!(json_router.reads_payload());
+    let hop = hop();
+
+    for n in [100usize, 1000] {
+        let batch: Vec<Message> = (0..n).map(message).collect();
+        let payloads: Vec<Vec<u8>> = (0..n).map(payload).collect();
+        let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+        let mut group = c.benchmark_group(format!("hooks/batch-{n}"));
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_function("residency", |b| {
+            b.iter(|| black_box(residency.residency("orders", &hop, &batch, &refs).unwrap()))
+        });
+        let bare: Vec<Message> = batch
+            .iter()
+            .map(|m| Message {
+                headers: vec![0, 0],
+                key: None,
+                ..m.clone()
+            })
+            .collect();
+        group.bench_function("residency-no-headers", |b| {
+            b.iter(|| black_box(residency.residency("orders", &hop, &bare, &refs).unwrap()))
+        });
+        let empty_router = load(&engine, guests::CONTENT_ROUTER, HookKind::Route, &[]);
+        group.bench_function("route-keep", |b| {
+            b.iter(|| black_box(empty_router.route("orders", &batch, &refs).unwrap()))
+        });
+        group.bench_function("route-keep-no-headers", |b| {
+            b.iter(|| black_box(empty_router.route("orders", &bare, &refs).unwrap()))
+        });
+        group.bench_function("route-headers", |b| {
+            b.iter(|| black_box(router.route("orders", &batch, &refs).unwrap()))
+        });
+        group.bench_function("route-json", |b| {
+            b.iter(|| black_box(json_router.route("orders", &batch, &refs).unwrap()))
+        });
+        group.bench_function("residency+route-headers", |b| {
+            b.iter(|| {
+                black_box(residency.residency("orders", &hop, &batch, &refs).unwrap());
+                black_box(router.route("orders", &batch, &refs).unwrap())
+            })
+        });
+        group.finish();
+    }
+}
+
+fn deploy(c: &mut Criterion) {
+    let bytes = guests::bytes(guests::CONTENT_ROUTER);
+    let batch: Vec<Message> = (0..1).map(message).collect();
+    let first_call = |p: &Plugin| black_box(p.route("orders", &batch, &[]).unwrap());
+    let id = || PluginId {
+        name: "bench".into(),
+        version: 1,
+        hook: HookKind::Route,
+    };
+    let params = || {
+        ROUTER_HEADER_RULES
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<Vec<_>>()
+    };
+
+    let mut group = c.benchmark_group("deploy/content-router");
+    group.sample_size(10);
+    let cold_engine = PluginEngine::new(EngineConfig::default()).unwrap();
+    group.bench_function("cold (compile)", |b| {
+        b.iter(|| {
+            let p = Plugin::load(
+                &cold_engine,
+                id(),
+                &bytes,
+                params(),
+                Budget::default(),
+                Arc::new(PluginMetrics::default()),
+            )
+            .unwrap();
+            first_call(&p)
+        })
+    });
+
+    let cache = tempfile::tempdir().unwrap();
+    let warm_engine = PluginEngine::new(EngineConfig {
+        cache_dir: Some(cache.path().to_path_buf()),
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    warm_engine.compile(&bytes).unwrap(); // fills the cache
+    group.bench_function("warm (cached artifact)", |b| {
+        b.iter_batched(
+            || (),
+            |()| {
+                let p = Plugin::load(
+                    &warm_engine,
+                    id(),
+                    &bytes,
+                    params(),
+                    Budget::default(),
+                    Arc::new(PluginMetrics::default()),
+                )
+                .unwrap();
+                first_call(&p)
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    group.finish();
+    assert_eq!(warm_engine.stats().compiles, 1, "warm loads never compiled");
+}
+
+criterion_group!(benches, per_message, deploy);
+criterion_main!(benches);

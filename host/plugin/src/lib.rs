@@ -1,0 +1,55 @@
+//! tern's plugin runtime: WebAssembly components (WIT package `tern:plugin@0.1.0`, in
+//! `wit/`) run sandboxed in wasmtime, with a budget on every call.
+//!
+//! - [`PluginEngine`]: the wasmtime engine (epoch interruption with a ticker thread, stack
+//!   cap, optional pooling), the one linker (the `host` interface and nothing else: no
+//!   WASI), and the precompiled artifact cache, so a restart does not recompile.
+//! - [`Plugin`]: one loaded, validated plugin version of one hook; calls reuse ready
+//!   instances; any failure is a typed [`PluginError`] and drops the instance.
+//! - [`Registry`] and [`Chain`]: plugins by name with versions kept for rollback, attached per
+//!   (stream, hook) in ordered chains with a [`Fallback`] each; state is plain serializable
+//!   data ([`RegistryState`]) so the node can persist it wherever it likes.
+//! - Host services behind the `host` interface: logs go to `tracing` (target
+//!   `tern::plugin`), counters and gauges to [`PluginMetrics`], kv to a [`KvStore`] with
+//!   quotas, time to a [`Clock`], configuration from the deploy-time parameters.
+//!
+//! Not wired into the broker yet: the publish path will build a [`Chain`] per (stream, hook)
+//! and call it per batch.
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../../wit",
+        world: "tern:plugin/all-hooks",
+        additional_derives: [PartialEq, Eq],
+    });
+}
+
+mod clock;
+mod engine;
+mod error;
+pub mod headers;
+mod hook;
+mod host_impl;
+mod kv;
+pub mod limits;
+mod metrics;
+mod plugin;
+mod registry;
+
+/// The WIT types hooks exchange with the host (`tern:plugin/types@0.1.0`).
+pub mod types {
+    pub use crate::bindings::tern::plugin::types::*;
+}
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use engine::{Budget, Digest, EngineConfig, EngineStats, PluginEngine, Pooling};
+pub use error::{BoxError, FailureKind, PluginError};
+pub use hook::{apply_fallback, Fallback, FallbackOutcome, HookKind, HookResults};
+pub use host_impl::HostServices;
+pub use kv::{KvError, KvLimits, KvStore, MemoryKv};
+pub use metrics::{MetricsSnapshot, PluginMetrics};
+pub use plugin::{Plugin, PluginId};
+pub use registry::{
+    Attachment, AuditAction, AuditEvent, Chain, ChainRecord, DeployRequest, PluginRecord,
+    PluginSummary, Refusal, Registry, RegistryState, VersionRecord,
+};
