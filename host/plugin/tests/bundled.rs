@@ -289,8 +289,13 @@ fn lww_resolver_by_header_through_a_chain() {
 
 #[test]
 fn host_interface_clock_params_logs_and_kv_quota() {
+    // A generous deadline: 10,000 log calls into a debug build of the host take a while,
+    // and this test is about the host interface, not deadlines.
     let fx = fixture_with(
-        Budget::default(),
+        Budget {
+            deadline_ms: 5_000,
+            ..Budget::default()
+        },
         KvLimits {
             quota_bytes: 16 * 1024,
             ..KvLimits::default()
