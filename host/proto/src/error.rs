@@ -66,6 +66,17 @@ pub enum ErrorCode {
     Busy = 15,
     /// An unexpected internal failure.
     Internal = 16,
+    /// A policy plugin refused the message (route `reject`, or residency allows no region
+    /// that would hold it). Not retryable: the same message gets the same answer.
+    Rejected = 17,
+    /// A plugin failed (trap, deadline, memory, wrong answer) and its fallback is `reject`;
+    /// nothing from the batch was stored. Retryable (e.g. after a rollback).
+    PluginFailed = 18,
+    /// No plugin by that name, or no earlier version to roll back to.
+    PluginNotFound = 19,
+    /// A component failed validation or does not implement the hook's world; the running
+    /// version stays.
+    InvalidPlugin = 20,
 }
 
 impl ErrorCode {
@@ -78,6 +89,7 @@ impl ErrorCode {
                 | ErrorCode::ShuttingDown
                 | ErrorCode::LimitExceeded
                 | ErrorCode::Busy
+                | ErrorCode::PluginFailed
         )
     }
 
@@ -100,6 +112,10 @@ impl ErrorCode {
             13 => InvalidConfig,
             14 => GroupMismatch,
             15 => Busy,
+            17 => Rejected,
+            18 => PluginFailed,
+            19 => PluginNotFound,
+            20 => InvalidPlugin,
             _ => Internal,
         }
     }
@@ -124,6 +140,10 @@ impl ErrorCode {
             GroupMismatch => "group_mismatch",
             Busy => "busy",
             Internal => "internal",
+            Rejected => "rejected",
+            PluginFailed => "plugin_failed",
+            PluginNotFound => "plugin_not_found",
+            InvalidPlugin => "invalid_plugin",
         }
     }
 }

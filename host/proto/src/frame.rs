@@ -167,6 +167,27 @@ pub struct Subscribe {
     pub max_deliveries: u32,
 }
 
+/// A plugin deployment: a WebAssembly component and how to run it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PluginDeploy {
+    pub req_id: u64,
+    /// Plugin name (`[a-z0-9_-]`, at most 64 bytes); a new version if it exists.
+    pub name: String,
+    /// Hook the component implements (`dedup-key`, `route`, `residency`, `resolve`); the
+    /// node finds it from the component's exports when absent.
+    pub hook: Option<String>,
+    /// Who deploys, for the audit record.
+    pub by: String,
+    /// Parameters the plugin reads with `config()`.
+    pub params: Vec<(String, String)>,
+    /// Attach the plugin to this stream's chain for its hook (at the end).
+    pub stream: Option<String>,
+    /// Fallback for that attachment (`reject`, `allow`, `skip`); the hook's default if absent.
+    pub fallback: Option<String>,
+    /// The component's bytes.
+    pub component: Bytes,
+}
+
 /// Every frame of protocol version 1.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
@@ -243,6 +264,42 @@ pub enum Frame {
         seq: u64,
         delay_ms: u32,
     },
+    PluginDeploy(PluginDeploy),
+    PluginList {
+        req_id: u64,
+    },
+    PluginRollback {
+        req_id: u64,
+        name: String,
+        by: String,
+    },
+    PluginRemove {
+        req_id: u64,
+        name: String,
+        by: String,
+    },
+    PluginAttach {
+        req_id: u64,
+        stream: String,
+        name: String,
+        fallback: Option<String>,
+    },
+    PluginDetach {
+        req_id: u64,
+        stream: String,
+        name: String,
+    },
+    /// Answer to a deploy or rollback: the version now active.
+    PluginOk {
+        req_id: u64,
+        name: String,
+        version: u32,
+    },
+    /// Answer to `PluginList`: a JSON document (schema in docs/protocol.md).
+    PluginListResp {
+        req_id: u64,
+        json: String,
+    },
 }
 
 /// Frame kind bytes. Part of the wire format: never renumber.
@@ -267,6 +324,14 @@ pub mod kind {
     pub const CREDIT: u8 = 0x33;
     pub const ACK: u8 = 0x34;
     pub const NACK: u8 = 0x35;
+    pub const PLUGIN_DEPLOY: u8 = 0x40;
+    pub const PLUGIN_LIST: u8 = 0x41;
+    pub const PLUGIN_ROLLBACK: u8 = 0x42;
+    pub const PLUGIN_REMOVE: u8 = 0x43;
+    pub const PLUGIN_ATTACH: u8 = 0x44;
+    pub const PLUGIN_DETACH: u8 = 0x45;
+    pub const PLUGIN_OK: u8 = 0x46;
+    pub const PLUGIN_LIST_RESP: u8 = 0x47;
 }
 
 /// Bytes of the length prefix in front of every frame.
@@ -296,6 +361,14 @@ impl Frame {
             Frame::Credit { .. } => CREDIT,
             Frame::Ack { .. } => ACK,
             Frame::Nack { .. } => NACK,
+            Frame::PluginDeploy(_) => PLUGIN_DEPLOY,
+            Frame::PluginList { .. } => PLUGIN_LIST,
+            Frame::PluginRollback { .. } => PLUGIN_ROLLBACK,
+            Frame::PluginRemove { .. } => PLUGIN_REMOVE,
+            Frame::PluginAttach { .. } => PLUGIN_ATTACH,
+            Frame::PluginDetach { .. } => PLUGIN_DETACH,
+            Frame::PluginOk { .. } => PLUGIN_OK,
+            Frame::PluginListResp { .. } => PLUGIN_LIST_RESP,
         }
     }
 
@@ -335,7 +408,9 @@ impl Frame {
                 out.put_u64(*req_id);
                 put_error(out, error);
             }
-            Frame::Done { req_id } | Frame::StreamList { req_id } => out.put_u64(*req_id),
+            Frame::Done { req_id }
+            | Frame::StreamList { req_id }
+            | Frame::PluginList { req_id } => out.put_u64(*req_id),
             Frame::Publish { req_id, ack, msg } => {
                 out.put_u64(*req_id);
                 out.put_u8(*ack as u8);
@@ -432,6 +507,55 @@ impl Frame {
             Frame::Nack { seq, delay_ms } => {
                 out.put_u64(*seq);
                 out.put_u32(*delay_ms);
+            }
+            Frame::PluginDeploy(d) => {
+                out.put_u64(d.req_id);
+                put_str(out, &d.name);
+                put_opt_str(out, d.hook.as_deref());
+                put_str(out, &d.by);
+                put_headers(out, &d.params);
+                put_opt_str(out, d.stream.as_deref());
+                put_opt_str(out, d.fallback.as_deref());
+                put_bytes(out, &d.component);
+            }
+            Frame::PluginRollback { req_id, name, by }
+            | Frame::PluginRemove { req_id, name, by } => {
+                out.put_u64(*req_id);
+                put_str(out, name);
+                put_str(out, by);
+            }
+            Frame::PluginAttach {
+                req_id,
+                stream,
+                name,
+                fallback,
+            } => {
+                out.put_u64(*req_id);
+                put_str(out, stream);
+                put_str(out, name);
+                put_opt_str(out, fallback.as_deref());
+            }
+            Frame::PluginDetach {
+                req_id,
+                stream,
+                name,
+            } => {
+                out.put_u64(*req_id);
+                put_str(out, stream);
+                put_str(out, name);
+            }
+            Frame::PluginOk {
+                req_id,
+                name,
+                version,
+            } => {
+                out.put_u64(*req_id);
+                put_str(out, name);
+                out.put_u32(*version);
+            }
+            Frame::PluginListResp { req_id, json } => {
+                out.put_u64(*req_id);
+                put_bytes(out, json.as_bytes());
             }
         }
     }
@@ -630,6 +754,52 @@ impl Frame {
                 seq: r.u64("seq")?,
                 delay_ms: r.u32("delay_ms")?,
             },
+            PLUGIN_DEPLOY => Frame::PluginDeploy(PluginDeploy {
+                req_id: r.u64("req_id")?,
+                name: r.str("name")?,
+                hook: r.opt_str("hook")?,
+                by: r.str("by")?,
+                params: read_headers(&mut r)?,
+                stream: r.opt_str("stream")?,
+                fallback: r.opt_str("fallback")?,
+                component: r.bytes("component")?,
+            }),
+            PLUGIN_LIST => Frame::PluginList {
+                req_id: r.u64("req_id")?,
+            },
+            PLUGIN_ROLLBACK => Frame::PluginRollback {
+                req_id: r.u64("req_id")?,
+                name: r.str("name")?,
+                by: r.str("by")?,
+            },
+            PLUGIN_REMOVE => Frame::PluginRemove {
+                req_id: r.u64("req_id")?,
+                name: r.str("name")?,
+                by: r.str("by")?,
+            },
+            PLUGIN_ATTACH => Frame::PluginAttach {
+                req_id: r.u64("req_id")?,
+                stream: r.str("stream")?,
+                name: r.str("name")?,
+                fallback: r.opt_str("fallback")?,
+            },
+            PLUGIN_DETACH => Frame::PluginDetach {
+                req_id: r.u64("req_id")?,
+                stream: r.str("stream")?,
+                name: r.str("name")?,
+            },
+            PLUGIN_OK => Frame::PluginOk {
+                req_id: r.u64("req_id")?,
+                name: r.str("name")?,
+                version: r.u32("version")?,
+            },
+            PLUGIN_LIST_RESP => {
+                let req_id = r.u64("req_id")?;
+                let json = r.bytes("json")?;
+                let json = String::from_utf8(json.to_vec())
+                    .map_err(|_| DecodeError::InvalidUtf8("json"))?;
+                Frame::PluginListResp { req_id, json }
+            }
             other => return Err(DecodeError::UnknownKind(other)),
         };
         r.finish()?;

@@ -4,14 +4,14 @@
 //! was written out field by field from the layout in docs/protocol.md (one line per field,
 //! with the field named in a comment), then decodes that literal and checks it yields the
 //! same frame and consumes exactly its bytes. Together the tests prove that the encoder
-//! and decoder agree with the documented byte layout for all 20 variants of `Frame`, so a
+//! and decoder agree with the documented byte layout for all 28 variants of `Frame`, so a
 //! change to the layout cannot go unnoticed: it must change these literals and the
 //! specification with them.
 
 use bytes::{Bytes, BytesMut};
 use tern_proto::{
-    limits::FRAME_BYTES_MAX, AckLevel, Delivery, ErrorBody, ErrorCode, Frame, PubMessage, Receipt,
-    Stamp, StartPosition, StreamConfig, StreamInfo, StreamState, Subscribe,
+    limits::FRAME_BYTES_MAX, AckLevel, Delivery, ErrorBody, ErrorCode, Frame, PluginDeploy,
+    PubMessage, Receipt, Stamp, StartPosition, StreamConfig, StreamInfo, StreamState, Subscribe,
 };
 
 /// Hex digits to bytes; whitespace is ignored.
@@ -573,6 +573,172 @@ fn nack() {
     );
 }
 
+#[test]
+fn plugin_deploy() {
+    check(
+        Frame::PluginDeploy(PluginDeploy {
+            req_id: 1,
+            name: "lanes".into(),
+            hook: Some("route".into()),
+            by: "ops".into(),
+            params: vec![("k".into(), "v".into())],
+            stream: Some("orders".into()),
+            fallback: None,
+            component: Bytes::from_static(b"\0asm"),
+        }),
+        concat!(
+            "00000037",         // length 55
+            "40",               // kind PluginDeploy
+            "0000000000000001", // req_id
+            "0005",
+            "6c616e6573", // name "lanes"
+            "01",
+            "0005",
+            "726f757465", // hook: present, "route"
+            "0003",
+            "6f7073", // by "ops"
+            "0001",   // 1 param
+            "0001",
+            "6b", //   name "k"
+            "0001",
+            "76", //   value "v"
+            "01",
+            "0006",
+            "6f7264657273", // stream: present, "orders"
+            "00",           // fallback: absent
+            "00000004",
+            "0061736d", // component (bytes32)
+        ),
+    );
+}
+
+#[test]
+fn plugin_list() {
+    check(
+        Frame::PluginList { req_id: 2 },
+        concat!("00000009", "41", "0000000000000002"),
+    );
+}
+
+#[test]
+fn plugin_rollback() {
+    check(
+        Frame::PluginRollback {
+            req_id: 3,
+            name: "lanes".into(),
+            by: "ops".into(),
+        },
+        concat!(
+            "00000015",         // length 21
+            "42",               // kind PluginRollback
+            "0000000000000003", // req_id
+            "0005",
+            "6c616e6573", // name
+            "0003",
+            "6f7073", // by
+        ),
+    );
+}
+
+#[test]
+fn plugin_remove() {
+    check(
+        Frame::PluginRemove {
+            req_id: 3,
+            name: "lanes".into(),
+            by: "".into(),
+        },
+        concat!(
+            "00000012",         // length 18
+            "43",               // kind PluginRemove
+            "0000000000000003", // req_id
+            "0005",
+            "6c616e6573", // name
+            "0000",       // by ""
+        ),
+    );
+}
+
+#[test]
+fn plugin_attach() {
+    check(
+        Frame::PluginAttach {
+            req_id: 4,
+            stream: "orders".into(),
+            name: "lanes".into(),
+            fallback: Some("skip".into()),
+        },
+        concat!(
+            "0000001f",         // length 31
+            "44",               // kind PluginAttach
+            "0000000000000004", // req_id
+            "0006",
+            "6f7264657273", // stream
+            "0005",
+            "6c616e6573", // name
+            "01",
+            "0004",
+            "736b6970", // fallback: present, "skip"
+        ),
+    );
+}
+
+#[test]
+fn plugin_detach() {
+    check(
+        Frame::PluginDetach {
+            req_id: 5,
+            stream: "orders".into(),
+            name: "lanes".into(),
+        },
+        concat!(
+            "00000018",         // length 24
+            "45",               // kind PluginDetach
+            "0000000000000005", // req_id
+            "0006",
+            "6f7264657273", // stream
+            "0005",
+            "6c616e6573", // name
+        ),
+    );
+}
+
+#[test]
+fn plugin_ok() {
+    check(
+        Frame::PluginOk {
+            req_id: 6,
+            name: "lanes".into(),
+            version: 2,
+        },
+        concat!(
+            "00000014",         // length 20
+            "46",               // kind PluginOk
+            "0000000000000006", // req_id
+            "0005",
+            "6c616e6573", // name
+            "00000002",   // version
+        ),
+    );
+}
+
+#[test]
+fn plugin_list_resp() {
+    check(
+        Frame::PluginListResp {
+            req_id: 7,
+            json: "{}".into(),
+        },
+        concat!(
+            "0000000f",         // length 15
+            "47",               // kind PluginListResp
+            "0000000000000007", // req_id
+            "00000002",
+            "7b7d", // json (bytes32)
+        ),
+    );
+}
+
 /// Every frame kind has a golden test above; this pins the kind numbers themselves.
 #[test]
 fn kind_numbers() {
@@ -598,8 +764,16 @@ fn kind_numbers() {
         (CREDIT, 0x33),
         (ACK, 0x34),
         (NACK, 0x35),
+        (PLUGIN_DEPLOY, 0x40),
+        (PLUGIN_LIST, 0x41),
+        (PLUGIN_ROLLBACK, 0x42),
+        (PLUGIN_REMOVE, 0x43),
+        (PLUGIN_ATTACH, 0x44),
+        (PLUGIN_DETACH, 0x45),
+        (PLUGIN_OK, 0x46),
+        (PLUGIN_LIST_RESP, 0x47),
     ];
-    assert_eq!(kinds.len(), 20);
+    assert_eq!(kinds.len(), 28);
     for (got, want) in kinds {
         assert_eq!(got, want);
     }
@@ -626,6 +800,10 @@ fn error_code_numbers() {
         (GroupMismatch, 14, "group_mismatch", false),
         (Busy, 15, "busy", true),
         (Internal, 16, "internal", false),
+        (Rejected, 17, "rejected", false),
+        (PluginFailed, 18, "plugin_failed", true),
+        (PluginNotFound, 19, "plugin_not_found", false),
+        (InvalidPlugin, 20, "invalid_plugin", false),
     ];
     for (code, number, name, retryable) in codes {
         assert_eq!(code as u16, number);
@@ -635,6 +813,6 @@ fn error_code_numbers() {
     }
     // Unknown numbers (from a newer node) read as `internal`.
     assert_eq!(ErrorCode::from_u16(0), Internal);
-    assert_eq!(ErrorCode::from_u16(17), Internal);
+    assert_eq!(ErrorCode::from_u16(21), Internal);
     assert_eq!(ErrorCode::from_u16(u16::MAX), Internal);
 }

@@ -21,8 +21,9 @@ use tern_proto::limits::{
     STREAM_SUBJECTS_MAX,
 };
 use tern_proto::{
-    kind, AckLevel, DecodeError, Delivery, ErrorBody, ErrorCode, Frame, PubMessage, Receipt, Stamp,
-    StartPosition, StreamConfig, StreamInfo, StreamState, Subscribe, LEN_PREFIX_BYTES,
+    kind, AckLevel, DecodeError, Delivery, ErrorBody, ErrorCode, Frame, PluginDeploy, PubMessage,
+    Receipt, Stamp, StartPosition, StreamConfig, StreamInfo, StreamState, Subscribe,
+    LEN_PREFIX_BYTES,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -226,6 +227,62 @@ fn frame() -> impl Strategy<Value = Frame> {
         any::<u32>().prop_map(|credit| Frame::Credit { credit }),
         vec(any::<u64>(), 0..40).prop_map(|seqs| Frame::Ack { seqs }),
         (any::<u64>(), any::<u32>()).prop_map(|(seq, delay_ms)| Frame::Nack { seq, delay_ms }),
+        plugin_frame(),
+    ]
+}
+
+/// Any of the 8 plugin administration frames.
+fn plugin_frame() -> impl Strategy<Value = Frame> {
+    let req = any::<u64>;
+    prop_oneof![
+        (
+            (req(), text(), opt_text(), text()),
+            (headers(), opt_text(), opt_text(), payload())
+        )
+            .prop_map(
+                |((req_id, name, hook, by), (params, stream, fallback, component))| {
+                    Frame::PluginDeploy(PluginDeploy {
+                        req_id,
+                        name,
+                        hook,
+                        by,
+                        params,
+                        stream,
+                        fallback,
+                        component,
+                    })
+                }
+            ),
+        req().prop_map(|req_id| Frame::PluginList { req_id }),
+        (req(), text(), text()).prop_map(|(req_id, name, by)| Frame::PluginRollback {
+            req_id,
+            name,
+            by
+        }),
+        (req(), text(), text()).prop_map(|(req_id, name, by)| Frame::PluginRemove {
+            req_id,
+            name,
+            by
+        }),
+        (req(), text(), text(), opt_text()).prop_map(|(req_id, stream, name, fallback)| {
+            Frame::PluginAttach {
+                req_id,
+                stream,
+                name,
+                fallback,
+            }
+        }),
+        (req(), text(), text()).prop_map(|(req_id, stream, name)| Frame::PluginDetach {
+            req_id,
+            stream,
+            name
+        }),
+        (req(), text(), any::<u32>()).prop_map(|(req_id, name, version)| Frame::PluginOk {
+            req_id,
+            name,
+            version
+        }),
+        (req(), text()).prop_map(|(req_id, json)| Frame::PluginListResp { req_id, json }),
     ]
 }
 
@@ -421,6 +478,14 @@ fn all_kinds() -> Vec<u8> {
         CREDIT,
         ACK,
         NACK,
+        PLUGIN_DEPLOY,
+        PLUGIN_LIST,
+        PLUGIN_ROLLBACK,
+        PLUGIN_REMOVE,
+        PLUGIN_ATTACH,
+        PLUGIN_DETACH,
+        PLUGIN_OK,
+        PLUGIN_LIST_RESP,
     ]
 }
 

@@ -253,6 +253,56 @@ impl Store {
         self.call(|reply| Op::UpdateGroup { update, reply }).await?
     }
 
+    /// Durably set (`Some`) or delete (`None`) keys of the node-state table, all in one
+    /// commit. Values are opaque to the store.
+    pub async fn put_state(
+        &self,
+        writes: Vec<(String, Option<Vec<u8>>)>,
+    ) -> Result<(), StoreError> {
+        self.call(|reply| Op::PutState { writes, reply }).await?
+    }
+
+    /// One key of the node-state table.
+    pub fn get_state(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db()?.begin_read()?;
+        let table = txn.open_table(STATE)?;
+        Ok(table.get(key)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Every key of the node-state table that starts with `prefix`, in key order.
+    pub fn scan_state(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let txn = self.db()?.begin_read()?;
+        let table = txn.open_table(STATE)?;
+        let mut out = Vec::new();
+        for row in table.range(prefix..)? {
+            let (k, v) = row?;
+            if !k.value().starts_with(prefix) {
+                break;
+            }
+            out.push((k.value().to_string(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// The stream bound to `subject` (a concrete subject, no wildcards), if any.
+    pub fn stream_for_subject(&self, subject: &str) -> Option<String> {
+        let views = self
+            .shared
+            .streams
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        views
+            .values()
+            .find(|v| {
+                v.rec
+                    .config
+                    .subjects
+                    .iter()
+                    .any(|f| tern_proto::subject::matches(f, subject))
+            })
+            .map(|v| v.rec.config.name.clone())
+    }
+
     pub fn stream_info(&self, name: &str) -> Result<StreamInfo, StoreError> {
         let views = self
             .shared
@@ -424,6 +474,7 @@ pub(crate) fn load(db: &Database) -> Result<BTreeMap<String, StreamRecord>, Stor
         txn.open_table(DEDUP_EXPIRY)?;
         txn.open_table(KEYS)?;
         txn.open_table(GROUPS)?;
+        txn.open_table(STATE)?;
         txn.open_table(PENDING)?;
     }
     txn.commit()?;

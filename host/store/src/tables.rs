@@ -22,6 +22,9 @@ pub(crate) const GROUPS: TableDefinition<(u32, &str), &[u8]> = TableDefinition::
 /// (group id, local seq) -> (deliveries so far, acked 0/1) for messages above the group's ack
 /// floor that were redelivered or acked out of order.
 pub(crate) const PENDING: TableDefinition<(u32, u64), (u32, u64)> = TableDefinition::new("pending");
+/// Node state other than streams, by key (e.g. `plugin/registry`, `plugin/blob/<digest>`,
+/// `plugin/kv/<plugin>/<key>`): small documents written through the same group commit.
+pub(crate) const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
 
 /// META key of the on-disk format version.
 pub(crate) const META_FORMAT: &str = "format_version";

@@ -50,6 +50,25 @@ pub(crate) enum Op {
         update: GroupUpdate,
         reply: Reply<()>,
     },
+    /// Set (`Some`) or delete (`None`) keys of the state table, atomically.
+    PutState {
+        writes: Vec<(String, Option<Vec<u8>>)>,
+        reply: Reply<()>,
+    },
+}
+
+fn put_state(writes: Vec<(String, Option<Vec<u8>>)>, t: &mut Tables<'_>) -> Result<(), StoreError> {
+    for (key, value) in writes {
+        match value {
+            Some(v) => {
+                t.state.insert(key.as_str(), v.as_slice())?;
+            }
+            None => {
+                t.state.remove(key.as_str())?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Durable per-message state of a group above its ack floor.
@@ -94,6 +113,7 @@ impl Op {
             Op::Purge { reply, .. } => drop(reply.send(Err(e.duplicate()))),
             Op::OpenGroup { reply, .. } => drop(reply.send(Err(e.duplicate()))),
             Op::UpdateGroup { reply, .. } => drop(reply.send(Err(e.duplicate()))),
+            Op::PutState { reply, .. } => drop(reply.send(Err(e.duplicate()))),
         }
     }
 }
@@ -221,6 +241,7 @@ struct Tables<'t> {
     keys: Table<'t, (u32, &'static str), u64>,
     groups: Table<'t, (u32, &'static str), &'static [u8]>,
     pending: Table<'t, (u32, u64), (u32, u64)>,
+    state: Table<'t, &'static str, &'static [u8]>,
 }
 
 impl<'t> Tables<'t> {
@@ -234,6 +255,7 @@ impl<'t> Tables<'t> {
             keys: txn.open_table(KEYS)?,
             groups: txn.open_table(GROUPS)?,
             pending: txn.open_table(PENDING)?,
+            state: txn.open_table(STATE)?,
         })
     }
 }
@@ -438,6 +460,10 @@ impl Writer {
             }
             Op::UpdateGroup { update, reply } => {
                 let (r, f) = split(self.update_group(update, t, streams, hlc, batch));
+                (Answer::Unit(reply, r), f)
+            }
+            Op::PutState { writes, reply } => {
+                let (r, f) = split(put_state(writes, t).map(Ok));
                 (Answer::Unit(reply, r), f)
             }
         }

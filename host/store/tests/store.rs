@@ -377,3 +377,34 @@ async fn full_disk_fails_writes_and_keeps_committed_data() {
         "the failed write left no dedup entry"
     );
 }
+
+#[tokio::test]
+async fn node_state_keys_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store
+        .put_state(vec![
+            ("plugin/kv/a/x".into(), Some(b"1".to_vec())),
+            ("plugin/kv/a/y".into(), Some(b"2".to_vec())),
+            ("plugin/kv/b/x".into(), Some(b"3".to_vec())),
+            ("plugin/registry".into(), Some(b"{}".to_vec())),
+        ])
+        .await
+        .unwrap();
+    store
+        .put_state(vec![("plugin/kv/a/x".into(), None)])
+        .await
+        .unwrap();
+    store.close();
+
+    let store = open(dir.path());
+    assert_eq!(
+        store.get_state("plugin/registry").unwrap(),
+        Some(b"{}".to_vec())
+    );
+    assert_eq!(store.get_state("plugin/kv/a/x").unwrap(), None);
+    let a = store.scan_state("plugin/kv/a/").unwrap();
+    assert_eq!(a, vec![("plugin/kv/a/y".to_string(), b"2".to_vec())]);
+    assert_eq!(store.scan_state("plugin/kv/").unwrap().len(), 2);
+    assert!(store.scan_state("nothing/").unwrap().is_empty());
+}
