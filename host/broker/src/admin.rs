@@ -1,6 +1,6 @@
-//! Stream administration requests and other requests answered at once.
+//! Stream and plugin administration requests, and other requests answered at once.
 
-use tern_proto::{ErrorCode, Frame};
+use tern_proto::{ErrorBody, ErrorCode, Frame};
 
 use crate::server::Ctx;
 use crate::session::{error_frame, hello_ok, store_error};
@@ -42,10 +42,57 @@ pub(crate) async fn handle(frame: Frame, ctx: &Ctx) -> Frame {
                 },
             }
         }
+        Frame::PluginDeploy(d) => {
+            let req_id = d.req_id;
+            match ctx.plugins.deploy(d).await {
+                Ok((name, version)) => Frame::PluginOk {
+                    req_id,
+                    name,
+                    version,
+                },
+                Err(error) => Frame::Error { req_id, error },
+            }
+        }
+        Frame::PluginList { req_id } => Frame::PluginListResp {
+            req_id,
+            json: ctx.plugins.list_json(),
+        },
+        Frame::PluginRollback { req_id, name, by } => {
+            match ctx.plugins.rollback(&name, &by).await {
+                Ok(version) => Frame::PluginOk {
+                    req_id,
+                    name,
+                    version,
+                },
+                Err(error) => Frame::Error { req_id, error },
+            }
+        }
+        Frame::PluginRemove { req_id, name, by } => done(req_id, ctx.plugins.remove(&name, &by).await),
+        Frame::PluginAttach {
+            req_id,
+            stream,
+            name,
+            fallback,
+        } => done(
+            req_id,
+            ctx.plugins.attach(&stream, &name, fallback.as_deref()).await,
+        ),
+        Frame::PluginDetach {
+            req_id,
+            stream,
+            name,
+        } => done(req_id, ctx.plugins.detach(&stream, &name).await),
         other => error_frame(
             0,
             ErrorCode::BadRequest,
             format!("frame kind {:#04x} is not a request", other.kind()),
         ),
+    }
+}
+
+fn done(req_id: u64, r: Result<(), ErrorBody>) -> Frame {
+    match r {
+        Ok(()) => Frame::Done { req_id },
+        Err(error) => Frame::Error { req_id, error },
     }
 }

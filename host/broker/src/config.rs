@@ -37,11 +37,35 @@ pub struct Config {
     pub node_name: String,
     /// Region this node belongs to; stamped as `origin` on messages it accepts.
     pub region: String,
+    /// Tags of this region (e.g. `eu`, `pci`), which residency policies match on.
+    pub region_tags: Vec<String>,
     pub tls: TlsConfig,
     pub limits: LimitsConfig,
     pub storage: StorageConfig,
     pub consumer: ConsumerConfig,
     pub shutdown: ShutdownConfig,
+    pub plugins: PluginsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginsConfig {
+    /// Wall-clock deadline of one plugin call (one batch), in ms.
+    pub call_deadline_ms: u64,
+    /// Linear memory one plugin instance may grow to.
+    pub memory_bytes_max: usize,
+    /// Keys + values one plugin may keep in its key-value store.
+    pub kv_quota_bytes: u64,
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        PluginsConfig {
+            call_deadline_ms: tern_plugin::limits::CALL_DEADLINE_MS,
+            memory_bytes_max: tern_plugin::limits::MEMORY_BYTES_MAX,
+            kv_quota_bytes: tern_plugin::limits::KV_QUOTA_BYTES,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
@@ -100,11 +124,13 @@ impl Default for Config {
             data_dir: PathBuf::from("tern-data"),
             node_name: "tern-1".into(),
             region: "local".into(),
+            region_tags: Vec::new(),
             tls: TlsConfig::default(),
             limits: LimitsConfig::default(),
             storage: StorageConfig::default(),
             consumer: ConsumerConfig::default(),
             shutdown: ShutdownConfig::default(),
+            plugins: PluginsConfig::default(),
         }
     }
 }
@@ -203,6 +229,17 @@ impl Config {
         }
         tern_proto::subject::validate_name("region", &self.region)
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        for tag in &self.region_tags {
+            tern_proto::subject::validate_name("region tag", tag)
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        }
+        let p = &self.plugins;
+        if p.call_deadline_ms == 0 || p.memory_bytes_max < 1024 * 1024 {
+            return Err(ConfigError::Invalid(
+                "plugins.call_deadline_ms must be positive and plugins.memory_bytes_max at least 1 MiB"
+                    .into(),
+            ));
+        }
         Ok(())
     }
 }

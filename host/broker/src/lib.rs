@@ -5,6 +5,7 @@ mod admin;
 pub mod config;
 mod consumer;
 mod groups;
+mod plugins;
 mod server;
 mod session;
 

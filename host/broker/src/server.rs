@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::groups::Groups;
+use crate::plugins::Plugins;
 use crate::session;
 
 /// Why a node could not start.
@@ -27,6 +28,9 @@ pub enum NodeError {
     /// Certificates or the endpoint could not be set up.
     #[error("transport: {0}")]
     Net(#[from] tern_net::NetError),
+    /// Deployed plugins could not be restored.
+    #[error("plugins: {0}")]
+    Plugins(#[from] crate::plugins::PluginsError),
     /// The UDP socket could not be bound.
     #[error("binding {addr}: {source}")]
     Bind {
@@ -40,6 +44,7 @@ pub(crate) struct Ctx {
     pub config: Config,
     pub store: Store,
     pub groups: Groups,
+    pub plugins: Arc<Plugins>,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
 }
@@ -93,6 +98,12 @@ impl Node {
         let store = tokio::task::spawn_blocking(move || Store::open(opts))
             .await
             .map_err(|e| tern_net::NetError::Io(std::io::Error::other(e)))??;
+        let plugins = {
+            let (config, store) = (config.clone(), store.clone());
+            tokio::task::spawn_blocking(move || Plugins::open(&config, &store))
+                .await
+                .map_err(|e| tern_net::NetError::Io(std::io::Error::other(e)))??
+        };
         let endpoint =
             quinn::Endpoint::server(server, config.listen).map_err(|source| NodeError::Bind {
                 addr: config.listen,
@@ -103,11 +114,13 @@ impl Node {
             groups: Groups::default(),
             config,
             store,
+            plugins,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
         });
         tracing::info!(%addr, node = %ctx.config.node_name, data = %ctx.config.data_dir.display(), "node listening");
         ctx.tasks.spawn(purge_loop(ctx.clone()));
+        ctx.plugins.start(&ctx.shutdown, &ctx.tasks);
         let main = tokio::spawn(accept_loop(endpoint.clone(), ctx.clone()));
         Ok(Node {
             addr,

@@ -11,6 +11,7 @@ use tern_store::StoreError;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::consumer;
+use crate::plugins::pipeline::{self, Slot};
 use crate::server::Ctx;
 
 /// QUIC application close codes.
@@ -95,8 +96,9 @@ enum Answer {
     Publish {
         req_ids: Vec<u64>,
         levels: Vec<AckLevel>,
-        /// Messages refused before storage (e.g. too large), by position.
-        refused: Vec<Option<ErrorBody>>,
+        /// What became of each message (refused before storage, dropped, or stored as
+        /// copies whose results come from `rx`), by position.
+        slots: Vec<Slot>,
         rx: oneshot::Receiver<Vec<Result<Receipt, StoreError>>>,
         batch: bool,
     },
@@ -211,31 +213,52 @@ fn check_message(m: &PubMessage, ctx: &Ctx) -> Option<ErrorBody> {
 async fn submit(msgs: Vec<(u64, AckLevel, PubMessage)>, batch: bool, ctx: &Arc<Ctx>) -> Answer {
     let mut req_ids = Vec::with_capacity(msgs.len());
     let mut levels = Vec::with_capacity(msgs.len());
-    let mut refused = Vec::with_capacity(msgs.len());
+    let mut slots = Vec::with_capacity(msgs.len());
     let mut accepted = Vec::with_capacity(msgs.len());
     for (req_id, level, m) in msgs {
         req_ids.push(req_id);
         levels.push(level);
-        let r = check_message(&m, ctx);
-        if r.is_none() {
-            accepted.push(m);
+        match check_message(&m, ctx) {
+            Some(e) => slots.push(Slot::Refused(e)),
+            None => {
+                accepted.push(m);
+                slots.push(Slot::Stored(1));
+            }
         }
-        refused.push(r);
     }
-    let rx = match ctx.store.submit_append(accepted).await {
-        Ok(rx) => rx,
-        Err(e) => {
-            let (tx, rx) = oneshot::channel();
-            let n = refused.iter().filter(|r| r.is_none()).count();
-            let _ = tx.send((0..n).map(|_| Err(StoreError::Closed)).collect());
-            tracing::debug!(error = %e, "store closed");
-            rx
+    if ctx.plugins.attached() && !accepted.is_empty() {
+        let outcome = pipeline::run(&ctx.plugins, &ctx.store, accepted).await;
+        let mut decided = outcome.slots.into_iter();
+        for slot in slots.iter_mut().filter(|s| matches!(s, Slot::Stored(_))) {
+            *slot = decided.next().unwrap_or_else(|| {
+                Slot::Refused(ErrorBody {
+                    code: ErrorCode::Internal,
+                    message: "plugin pipeline lost a message".into(),
+                })
+            });
+        }
+        accepted = outcome.to_store;
+    }
+    let n = accepted.len();
+    let rx = if n == 0 {
+        let (tx, rx) = oneshot::channel();
+        let _ = tx.send(Vec::new());
+        rx
+    } else {
+        match ctx.store.submit_append(accepted).await {
+            Ok(rx) => rx,
+            Err(e) => {
+                let (tx, rx) = oneshot::channel();
+                let _ = tx.send((0..n).map(|_| Err(StoreError::Closed)).collect());
+                tracing::debug!(error = %e, "store closed");
+                rx
+            }
         }
     };
     Answer::Publish {
         req_ids,
         levels,
-        refused,
+        slots,
         rx,
         batch,
     }
@@ -276,23 +299,43 @@ async fn write_answers(
             Answer::Publish {
                 req_ids,
                 levels,
-                refused,
+                slots,
                 rx,
                 batch,
             } => {
                 let stored = rx.await.unwrap_or_default();
                 let mut stored = stored.into_iter();
-                let results = refused.into_iter().zip(levels).map(|(r, level)| match r {
-                    Some(e) => Err(e),
-                    None => match stored.next() {
-                        Some(Ok(mut receipt)) => {
-                            // A region of one: the local fsync is also a quorum.
-                            receipt.level = level;
-                            Ok(receipt)
+                let results = slots.into_iter().zip(levels).map(|(slot, level)| match slot {
+                    Slot::Refused(e) => Err(e),
+                    Slot::Dropped(id) => Ok(Receipt {
+                        id,
+                        stream: String::new(),
+                        seq: 0,
+                        duplicate: false,
+                        level,
+                    }),
+                    Slot::Stored(copies) => {
+                        // The first copy's receipt answers; any failed copy fails the message
+                        // (a retry with the same id completes it without duplicates).
+                        let mut first = None;
+                        for _ in 0..copies {
+                            let r = match stored.next() {
+                                Some(Ok(mut receipt)) => {
+                                    // A region of one: the local fsync is also a quorum.
+                                    receipt.level = level;
+                                    Ok(receipt)
+                                }
+                                Some(Err(e)) => Err(store_error(&e)),
+                                None => Err(store_error(&StoreError::Closed)),
+                            };
+                            first = match (first, r) {
+                                (None, r) => Some(r),
+                                (Some(Ok(_)), Err(e)) => Some(Err(e)),
+                                (f, _) => f,
+                            };
                         }
-                        Some(Err(e)) => Err(store_error(&e)),
-                        None => Err(store_error(&StoreError::Closed)),
-                    },
+                        first.unwrap_or_else(|| Err(store_error(&StoreError::Closed)))
+                    }
                 });
                 if batch {
                     writer.push(&Frame::PubAckBatch {

@@ -32,6 +32,7 @@ mod admin;
 mod config;
 mod conn;
 mod error;
+mod plugins;
 mod publish;
 mod request;
 mod retry;
@@ -44,6 +45,7 @@ use tokio::sync::Semaphore;
 
 pub use config::{ClientConfig, SubscribeOptions};
 pub use error::ClientError;
+pub use plugins::Deploy;
 pub use publish::PendingAck;
 pub use subscribe::Subscription;
 pub use tern_net::TransportLimits;

@@ -256,7 +256,9 @@ pub(crate) fn response_req_id(frame: &Frame) -> Option<u64> {
         | Frame::PubAckBatch { req_id, .. }
         | Frame::StreamInfo { req_id, .. }
         | Frame::StreamListResp { req_id, .. }
-        | Frame::SubscribeOk { req_id, .. } => Some(*req_id),
+        | Frame::SubscribeOk { req_id, .. }
+        | Frame::PluginOk { req_id, .. }
+        | Frame::PluginListResp { req_id, .. } => Some(*req_id),
         _ => None,
     }
 }

@@ -100,6 +100,14 @@ impl MemoryKv {
         self.lock().get(plugin).map_or(0, |p| p.used_bytes)
     }
 
+    /// Drops every key of `plugin`; returns the keys it had.
+    pub fn clear(&self, plugin: &str) -> Vec<String> {
+        self.lock()
+            .remove(plugin)
+            .map(|p| p.entries.into_keys().collect())
+            .unwrap_or_default()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, PluginKv>> {
         // A panic while holding the lock cannot leave the map half-updated (each update is
         // one insert/remove plus a counter), so a poisoned lock is still consistent.

@@ -13,8 +13,8 @@
 //!   `tern::plugin`), counters and gauges to [`PluginMetrics`], kv to a [`KvStore`] with
 //!   quotas, time to a [`Clock`], configuration from the deploy-time parameters.
 //!
-//! Not wired into the broker yet: the publish path will build a [`Chain`] per (stream, hook)
-//! and call it per batch.
+//! The broker (`tern-broker`, `plugins` module) persists the registry and kv in redb and
+//! runs the `dedup-key`, `route` and `residency` chains on every publish batch.
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -48,7 +48,7 @@ pub use hook::{apply_fallback, Fallback, FallbackOutcome, HookKind, HookResults}
 pub use host_impl::HostServices;
 pub use kv::{KvError, KvLimits, KvStore, MemoryKv};
 pub use metrics::{MetricsSnapshot, PluginMetrics};
-pub use plugin::{Plugin, PluginId};
+pub use plugin::{hooks_exported, Plugin, PluginId};
 pub use registry::{
     Attachment, AuditAction, AuditEvent, Chain, ChainRecord, DeployRequest, PluginRecord,
     PluginSummary, Refusal, Registry, RegistryState, VersionRecord,

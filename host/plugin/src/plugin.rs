@@ -468,6 +468,16 @@ impl Plugin {
 
 /// Finds the hook's interface and functions among the component's exports, or says what
 /// the component exports instead.
+/// The hooks a component implements (by its exports), compiling it (or loading its cached
+/// artifact) first. Refuses bytes that are not a valid component.
+pub fn hooks_exported(engine: &PluginEngine, bytes: &[u8]) -> Result<Vec<HookKind>, PluginError> {
+    let (component, _) = engine.compile(bytes)?;
+    Ok(HookKind::ALL
+        .into_iter()
+        .filter(|h| find_exports(engine, &component, *h).is_ok())
+        .collect())
+}
+
 fn find_exports(
     engine: &PluginEngine,
     component: &Component,

@@ -2,6 +2,7 @@
 
 mod bench;
 mod common;
+mod plugin;
 mod publish;
 mod serve;
 mod stream;
@@ -31,6 +32,9 @@ pub enum Command {
     Pub(publish::PubArgs),
     /// Subscribe to a subject (ephemeral or as a consumer group member).
     Sub(subscribe::SubArgs),
+    /// Deploy, list, roll back and attach WebAssembly policy plugins.
+    #[command(subcommand)]
+    Plugin(plugin::PluginCmd),
     /// Measure publish and consume throughput and latency.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -52,6 +56,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Stream(c) => stream::run(c).await,
         Command::Pub(a) => publish::run(a).await,
         Command::Sub(a) => subscribe::run(a).await,
+        Command::Plugin(c) => plugin::run(c).await,
         Command::Bench(c) => bench::run(c).await,
     }
 }
