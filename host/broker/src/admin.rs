@@ -67,7 +67,9 @@ pub(crate) async fn handle(frame: Frame, ctx: &Ctx) -> Frame {
                 Err(error) => Frame::Error { req_id, error },
             }
         }
-        Frame::PluginRemove { req_id, name, by } => done(req_id, ctx.plugins.remove(&name, &by).await),
+        Frame::PluginRemove { req_id, name, by } => {
+            done(req_id, ctx.plugins.remove(&name, &by).await)
+        }
         Frame::PluginAttach {
             req_id,
             stream,
@@ -75,7 +77,9 @@ pub(crate) async fn handle(frame: Frame, ctx: &Ctx) -> Frame {
             fallback,
         } => done(
             req_id,
-            ctx.plugins.attach(&stream, &name, fallback.as_deref()).await,
+            ctx.plugins
+                .attach(&stream, &name, fallback.as_deref())
+                .await,
         ),
         Frame::PluginDetach {
             req_id,

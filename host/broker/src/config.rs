@@ -56,6 +56,8 @@ pub struct PluginsConfig {
     pub memory_bytes_max: usize,
     /// Keys + values one plugin may keep in its key-value store.
     pub kv_quota_bytes: u64,
+    /// Where compiled plugins are cached; `<data_dir>/plugin-cache` when unset.
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl Default for PluginsConfig {
@@ -64,6 +66,7 @@ impl Default for PluginsConfig {
             call_deadline_ms: tern_plugin::limits::CALL_DEADLINE_MS,
             memory_bytes_max: tern_plugin::limits::MEMORY_BYTES_MAX,
             kv_quota_bytes: tern_plugin::limits::KV_QUOTA_BYTES,
+            cache_dir: None,
         }
     }
 }

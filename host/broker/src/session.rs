@@ -305,38 +305,41 @@ async fn write_answers(
             } => {
                 let stored = rx.await.unwrap_or_default();
                 let mut stored = stored.into_iter();
-                let results = slots.into_iter().zip(levels).map(|(slot, level)| match slot {
-                    Slot::Refused(e) => Err(e),
-                    Slot::Dropped(id) => Ok(Receipt {
-                        id,
-                        stream: String::new(),
-                        seq: 0,
-                        duplicate: false,
-                        level,
-                    }),
-                    Slot::Stored(copies) => {
-                        // The first copy's receipt answers; any failed copy fails the message
-                        // (a retry with the same id completes it without duplicates).
-                        let mut first = None;
-                        for _ in 0..copies {
-                            let r = match stored.next() {
-                                Some(Ok(mut receipt)) => {
-                                    // A region of one: the local fsync is also a quorum.
-                                    receipt.level = level;
-                                    Ok(receipt)
-                                }
-                                Some(Err(e)) => Err(store_error(&e)),
-                                None => Err(store_error(&StoreError::Closed)),
-                            };
-                            first = match (first, r) {
-                                (None, r) => Some(r),
-                                (Some(Ok(_)), Err(e)) => Some(Err(e)),
-                                (f, _) => f,
-                            };
+                let results = slots
+                    .into_iter()
+                    .zip(levels)
+                    .map(|(slot, level)| match slot {
+                        Slot::Refused(e) => Err(e),
+                        Slot::Dropped(id) => Ok(Receipt {
+                            id,
+                            stream: String::new(),
+                            seq: 0,
+                            duplicate: false,
+                            level,
+                        }),
+                        Slot::Stored(copies) => {
+                            // The first copy's receipt answers; any failed copy fails the message
+                            // (a retry with the same id completes it without duplicates).
+                            let mut first = None;
+                            for _ in 0..copies {
+                                let r = match stored.next() {
+                                    Some(Ok(mut receipt)) => {
+                                        // A region of one: the local fsync is also a quorum.
+                                        receipt.level = level;
+                                        Ok(receipt)
+                                    }
+                                    Some(Err(e)) => Err(store_error(&e)),
+                                    None => Err(store_error(&StoreError::Closed)),
+                                };
+                                first = match (first, r) {
+                                    (None, r) => Some(r),
+                                    (Some(Ok(_)), Err(e)) => Some(Err(e)),
+                                    (f, _) => f,
+                                };
+                            }
+                            first.unwrap_or_else(|| Err(store_error(&StoreError::Closed)))
                         }
-                        first.unwrap_or_else(|| Err(store_error(&StoreError::Closed)))
-                    }
-                });
+                    });
                 if batch {
                     writer.push(&Frame::PubAckBatch {
                         req_id: req_ids[0],

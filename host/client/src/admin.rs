@@ -28,7 +28,10 @@ impl Inner {
     /// Send a request built by `build(req_id)` with retries (as for publishes), returning the
     /// first non-error response, and whether an earlier attempt may have taken effect
     /// unseen (it was sent, then the connection failed or the answer timed out).
-    pub(crate) async fn call(&self, build: impl Fn(u64) -> Frame) -> (Result<Frame, ClientError>, bool) {
+    pub(crate) async fn call(
+        &self,
+        build: impl Fn(u64) -> Frame,
+    ) -> (Result<Frame, ClientError>, bool) {
         let mut uncertain = false;
         let mut attempt = 0u32;
         loop {

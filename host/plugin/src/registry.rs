@@ -83,6 +83,8 @@ pub struct AuditEvent {
     pub at_ms: u64,
     pub by: String,
     pub plugin: String,
+    /// Flattened: `"action": "deploy"` beside the action's own fields.
+    #[serde(flatten)]
     pub action: AuditAction,
 }
 

@@ -93,8 +93,8 @@ fn who(by: Option<String>) -> String {
 pub async fn run(cmd: PluginCmd) -> anyhow::Result<()> {
     match cmd {
         PluginCmd::Deploy(a) => {
-            let component = std::fs::read(&a.file)
-                .with_context(|| format!("reading {}", a.file.display()))?;
+            let component =
+                std::fs::read(&a.file).with_context(|| format!("reading {}", a.file.display()))?;
             let client = a.client.connect().await?;
             let version = client
                 .deploy_plugin(Deploy {
@@ -209,7 +209,10 @@ pub async fn run(cmd: PluginCmd) -> anyhow::Result<()> {
             let version = client.rollback_plugin(&name, &who(by)).await?;
             client.close().await;
             if c.json {
-                println!("{}", serde_json::json!({ "name": name, "version": version }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "name": name, "version": version })
+                );
             } else {
                 println!("{name} rolled back to v{version}");
             }
@@ -240,7 +243,10 @@ pub async fn run(cmd: PluginCmd) -> anyhow::Result<()> {
                 .await?;
             client.close().await;
             if c.json {
-                println!("{}", serde_json::json!({ "attached": name, "stream": stream }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "attached": name, "stream": stream })
+                );
             } else {
                 println!("attached {name} to {stream}");
             }
@@ -254,7 +260,10 @@ pub async fn run(cmd: PluginCmd) -> anyhow::Result<()> {
             client.detach_plugin(&stream, &name).await?;
             client.close().await;
             if c.json {
-                println!("{}", serde_json::json!({ "detached": name, "stream": stream }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "detached": name, "stream": stream })
+                );
             } else {
                 println!("detached {name} from {stream}");
             }

@@ -5,8 +5,8 @@
 //! Persistence, in the node-state table: `plugin/registry` holds the registry's state
 //! (plugins, versions, chains, audit) as JSON; `plugin/blob/<sha256>` holds each kept
 //! version's component bytes; `plugin/kv/<plugin>/<key>` the plugins' key-value entries.
-//! Compiled artifacts are cached under `<data_dir>/plugin-cache`, so a restart loads each
-//! plugin without recompiling it.
+//! Compiled artifacts are cached under `<data_dir>/plugin-cache` (or `plugins.cache_dir`), so
+//! a restart loads each plugin without recompiling it.
 
 mod kv;
 pub(crate) mod pipeline;
@@ -18,9 +18,8 @@ use std::sync::Arc;
 use serde::Serialize;
 use tern_plugin::types::{Hop, Region};
 use tern_plugin::{
-    AuditEvent, Budget, ChainRecord, DeployRequest, EngineConfig, Fallback, HookKind,
-    HostServices, KvLimits, PluginEngine, PluginError, PluginSummary, Registry, RegistryState,
-    SystemClock,
+    AuditEvent, Budget, ChainRecord, DeployRequest, EngineConfig, Fallback, HookKind, HostServices,
+    KvLimits, PluginEngine, PluginError, PluginSummary, Registry, RegistryState, SystemClock,
 };
 use tern_proto::{ErrorBody, ErrorCode, PluginDeploy};
 use tern_store::{Store, StoreError};
@@ -82,7 +81,13 @@ impl Plugins {
         )?);
         let clock = Arc::new(SystemClock);
         let engine = PluginEngine::new(EngineConfig {
-            cache_dir: Some(config.data_dir.join("plugin-cache")),
+            cache_dir: Some(
+                config
+                    .plugins
+                    .cache_dir
+                    .clone()
+                    .unwrap_or_else(|| config.data_dir.join("plugin-cache")),
+            ),
             budget: Budget {
                 deadline_ms: config.plugins.call_deadline_ms,
                 memory_bytes_max: config.plugins.memory_bytes_max,
@@ -153,7 +158,10 @@ impl Plugins {
         self.persist(&before, bytes.as_deref()).await?;
         attached.map_err(|e| ErrorBody {
             code: e.code,
-            message: format!("deployed `{name}` v{version}, but attaching it failed: {}", e.message),
+            message: format!(
+                "deployed `{name}` v{version}, but attaching it failed: {}",
+                e.message
+            ),
         })?;
         tracing::info!(plugin = %name, version, "plugin deployed");
         Ok((name, version))
@@ -240,7 +248,12 @@ impl Plugins {
             .chains
             .iter()
             .find(|c| c.stream == stream && c.hook == hook)
-            .and_then(|c| c.plugins.iter().position(|a| a.plugin == name).map(|i| (i, c)));
+            .and_then(|c| {
+                c.plugins
+                    .iter()
+                    .position(|a| a.plugin == name)
+                    .map(|i| (i, c))
+            });
         match current {
             Some((_, _)) if fallback.is_none() => Ok(()),
             Some((pos, _)) => self.registry.attach(stream, name, fallback, Some(pos)),

@@ -143,7 +143,9 @@ fn apply(plugins: &Plugins, store: &Store, mut msgs: Vec<PubMessage>) -> Outcome
                 .map(|&c| wit_message(&msgs[copies[c].0], Some(&copies[c].1)))
                 .collect();
             let payloads: Vec<&[u8]> = if chain.reads_payload() {
-                live.iter().map(|&c| &msgs[copies[c].0].payload[..]).collect()
+                live.iter()
+                    .map(|&c| &msgs[copies[c].0].payload[..])
+                    .collect()
             } else {
                 Vec::new()
             };
@@ -151,7 +153,7 @@ fn apply(plugins: &Plugins, store: &Store, mut msgs: Vec<PubMessage>) -> Outcome
                 Ok(allowed) => {
                     for (&c, a) in live.iter().zip(allowed) {
                         if let Allowed::Only(regions) = a {
-                            if !regions.iter().any(|r| *r == hop.source) {
+                            if !regions.contains(&hop.source) {
                                 decisions[copies[c].0] = Decision::Refuse(error(
                                     ErrorCode::Rejected,
                                     format!(
