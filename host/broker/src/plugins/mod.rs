@@ -102,9 +102,21 @@ impl Plugins {
             Some(json) => serde_json::from_slice(&json)?,
             None => RegistryState::default(),
         };
+        let started = std::time::Instant::now();
+        let count = state.plugins.len();
         let registry = Registry::restore(engine, clock, state, |digest| {
             store.get_state(&blob_key(digest)).ok().flatten()
         })?;
+        if count > 0 {
+            let stats = registry.engine().stats();
+            tracing::info!(
+                plugins = count,
+                compiled = stats.compiles,
+                from_cache = stats.cache_hits,
+                ms = started.elapsed().as_secs_f64() * 1e3,
+                "plugins loaded"
+            );
+        }
         let plugins = Arc::new(Plugins {
             attached: AtomicBool::new(!registry.state().chains.is_empty()),
             registry: Arc::new(registry),
