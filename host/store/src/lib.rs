@@ -286,6 +286,11 @@ impl Store {
 
     /// The stream bound to `subject` (a concrete subject, no wildcards), if any.
     pub fn stream_for_subject(&self, subject: &str) -> Option<String> {
+        self.stream_where(|bound| tern_proto::subject::matches(bound, subject))
+    }
+
+    /// The first stream one of whose subjects satisfies `bound`.
+    fn stream_where(&self, bound: impl Fn(&str) -> bool) -> Option<String> {
         let views = self
             .shared
             .streams
@@ -293,13 +298,7 @@ impl Store {
             .unwrap_or_else(|p| p.into_inner());
         views
             .values()
-            .find(|v| {
-                v.rec
-                    .config
-                    .subjects
-                    .iter()
-                    .any(|f| tern_proto::subject::matches(f, subject))
-            })
+            .find(|v| v.rec.config.subjects.iter().any(|s| bound(s)))
             .map(|v| v.rec.config.name.clone())
     }
 
@@ -327,21 +326,7 @@ impl Store {
     /// The stream whose subjects cover every subject matching `filter`.
     pub fn stream_for_filter(&self, filter: &str) -> Result<String, StoreError> {
         tern_proto::subject::validate_filter(filter)?;
-        let views = self
-            .shared
-            .streams
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
-        views
-            .values()
-            .find(|v| {
-                v.rec
-                    .config
-                    .subjects
-                    .iter()
-                    .any(|s| tern_proto::subject::covers(s, filter))
-            })
-            .map(|v| v.rec.config.name.clone())
+        self.stream_where(|bound| tern_proto::subject::covers(bound, filter))
             .ok_or_else(|| StoreError::NoStream(filter.to_owned()))
     }
 
