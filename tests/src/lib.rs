@@ -9,6 +9,8 @@ use std::time::Duration;
 use tern_broker::{Config, FaultSwitch, Node};
 use tern_client::{Client, ClientConfig, Delivery, Subscription};
 
+pub mod fault;
+
 pub use tern_client;
 pub use tern_proto;
 

@@ -55,9 +55,17 @@ fn plugin_commands_end_to_end() {
         .map(|p| (p["name"].as_str().unwrap(), p["hook"].as_str().unwrap()))
         .collect();
     assert_eq!(hooks, vec![("lanes", "route"), ("lww", "resolve")]);
-    assert_eq!(plugins[0]["versions"][0]["params"]["default"], "to:lanes.v1.{subject}");
+    assert_eq!(
+        plugins[0]["versions"][0]["params"]["default"],
+        "to:lanes.v1.{subject}"
+    );
     let table = String::from_utf8(node.cli(&["plugin", "ls"]).stdout).unwrap();
-    assert!(table.lines().any(|l| l.starts_with("lanes") && l.contains("orders")), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("lanes") && l.contains("orders")),
+        "{table}"
+    );
 
     // Nothing to roll back to yet.
     let out = node.cli(&["plugin", "rollback", "lanes"]);
@@ -108,7 +116,13 @@ fn plugin_commands_end_to_end() {
     // Not a component: refused, one line, non-zero exit; the running version stays.
     let junk = dir.path().join("junk.wasm");
     std::fs::write(&junk, b"not wasm").unwrap();
-    let out = node.cli(&["plugin", "deploy", junk.to_str().unwrap(), "--name", "lanes"]);
+    let out = node.cli(&[
+        "plugin",
+        "deploy",
+        junk.to_str().unwrap(),
+        "--name",
+        "lanes",
+    ]);
     assert!(!out.status.success());
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("invalid plugin component"), "{err}");

@@ -116,8 +116,9 @@ impl ChanState {
         Ok(())
     }
 
-    /// Fail every waiter whose deadline passed with [`ClientError::Timeout`].
-    fn sweep(&self, now: Instant) {
+    /// Fail every waiter whose deadline passed with [`ClientError::Timeout`]; returns how
+    /// many.
+    fn sweep(&self, now: Instant) -> usize {
         let expired: Vec<Entry> = {
             let mut p = lock(&self.pending);
             let ids: Vec<u64> = p
@@ -128,8 +129,9 @@ impl ChanState {
                 .collect();
             ids.iter().filter_map(|id| p.waiters.remove(id)).collect()
         };
-        if expired.is_empty() {
-            return;
+        let n = expired.len();
+        if n == 0 {
+            return 0;
         }
         for e in expired {
             e.waiter.complete(Err(ClientError::Timeout));
@@ -137,6 +139,7 @@ impl ChanState {
         if lock(&self.pending).waiters.is_empty() {
             self.idle.notify_waiters();
         }
+        n
     }
 
     /// Mark the channel failed and fail every outstanding request with a copy of `err`.
@@ -195,7 +198,13 @@ impl RequestChannel {
         let sweep_every =
             (request_timeout / 10).clamp(Duration::from_millis(5), Duration::from_secs(1));
         tokio::spawn(write_loop(writer, rx, state.clone(), conn.clone()));
-        tokio::spawn(read_loop(reader, state.clone(), conn, sweep_every));
+        tokio::spawn(read_loop(
+            reader,
+            state.clone(),
+            conn,
+            sweep_every,
+            request_timeout,
+        ));
         RequestChannel {
             tx,
             state,
@@ -306,13 +315,20 @@ async fn read_loop(
     state: Arc<ChanState>,
     conn: quinn::Connection,
     sweep_every: Duration,
+    request_timeout: Duration,
 ) {
+    // A node that was killed and restarted, or is stopped, does not close the connection:
+    // QUIC would notice only at its idle timeout. A request that timed out while nothing at
+    // all came from the node for a whole request timeout means the node is gone or stuck;
+    // closing the connection makes the retry reconnect (to this node or the next) at once.
+    let mut last_heard = Instant::now();
     let mut tick = tokio::time::interval(sweep_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             res = r.next() => match res {
                 Ok(Some(frame)) => {
+                    last_heard = Instant::now();
                     if let Err(what) = state.route(frame) {
                         tracing::warn!(%what, "node broke the protocol; closing the connection");
                         state.fail(io_error(ErrorKind::InvalidData, what));
@@ -329,7 +345,18 @@ async fn read_loop(
                     return;
                 }
             },
-            _ = tick.tick() => state.sweep(Instant::now()),
+            _ = tick.tick() => {
+                let now = Instant::now();
+                if state.sweep(now) > 0 && now.duration_since(last_heard) >= request_timeout {
+                    tracing::debug!("node silent for a whole request timeout; reconnecting");
+                    state.fail(io_error(
+                        ErrorKind::TimedOut,
+                        format!("node silent for {} ms", request_timeout.as_millis()),
+                    ));
+                    conn.close(0u32.into(), b"node silent");
+                    return;
+                }
+            }
         }
     }
 }

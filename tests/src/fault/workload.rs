@@ -1,0 +1,134 @@
+//! Producers that record every publish in a [`History`], and the drain of a node.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tern_client::{AckLevel, Client, ClientConfig, ClientError, PubMessage, SubscribeOptions};
+use tokio_util::sync::CancellationToken;
+
+use super::check::StoredMessage;
+use super::history::{History, Outcome};
+
+/// Producers publishing to `<stream>.<key>` with ids `p<producer>-<n>` and, per key, a
+/// counter the checker uses for per-key order. Each producer owns its keys and publishes
+/// one message at a time, so a key's acked messages must be stored in counter order.
+#[derive(Clone, Debug)]
+pub struct Workload {
+    pub stream: String,
+    pub producers: usize,
+    pub keys_per_producer: usize,
+    pub payload_bytes: usize,
+}
+
+impl Workload {
+    pub fn new(stream: &str) -> Workload {
+        Workload {
+            stream: stream.into(),
+            producers: 4,
+            keys_per_producer: 4,
+            payload_bytes: 256,
+        }
+    }
+
+    /// Runs the producers until `stop` is cancelled; each returns after its publish in
+    /// flight ends (bounded by the client's timeouts and attempts).
+    pub async fn run(&self, cfg: ClientConfig, history: Arc<History>, stop: CancellationToken) {
+        let mut tasks = Vec::new();
+        for p in 0..self.producers {
+            let (w, cfg, history, stop) =
+                (self.clone(), cfg.clone(), history.clone(), stop.clone());
+            tasks.push(tokio::spawn(async move {
+                w.produce(p, cfg, history, stop).await
+            }));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+
+    async fn produce(
+        &self,
+        p: usize,
+        cfg: ClientConfig,
+        history: Arc<History>,
+        stop: CancellationToken,
+    ) {
+        let client = loop {
+            match Client::connect(cfg.clone()).await {
+                Ok(c) => break c,
+                Err(_) if !stop.is_cancelled() => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(_) => return,
+            }
+        };
+        let mut counters = vec![0u64; self.keys_per_producer];
+        let mut n = 0usize;
+        while !stop.is_cancelled() {
+            let k = n % self.keys_per_producer;
+            counters[k] += 1;
+            let key = format!("p{p}k{k}");
+            let id = format!("p{p}-{n}");
+            let op = history.invoke(p, &id, &key, counters[k]);
+            let msg = PubMessage {
+                subject: format!("{}.{key}", self.stream),
+                id: Some(id),
+                key: Some(key),
+                headers: Vec::new(),
+                payload: Bytes::from(vec![b'x'; self.payload_bytes]),
+            };
+            let outcome = match client.publish(msg, AckLevel::Quorum).await {
+                Ok(r) => Outcome::Ok { seq: r.seq },
+                // A refusal the node gives for the message itself: nothing was stored.
+                Err(ClientError::Server(e)) if !e.code.is_retryable() => {
+                    Outcome::Fail(format!("{}: {}", e.code, e.message))
+                }
+                Err(e) => Outcome::Unknown(e.to_string()),
+            };
+            history.complete(op, outcome);
+            n += 1;
+        }
+        client.close().await;
+    }
+}
+
+/// Reads the whole stream from the node `cfg` points at, in sequence order (at most
+/// `within` in all).
+pub async fn drain(
+    cfg: ClientConfig,
+    stream: &str,
+    within: Duration,
+) -> Result<Vec<StoredMessage>, String> {
+    let work = async {
+        let client = Client::connect(cfg).await.map_err(|e| e.to_string())?;
+        let info = client
+            .stream_info(stream)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut out = Vec::with_capacity(info.state.msgs as usize);
+        if info.state.msgs > 0 {
+            let mut sub = client
+                .subscribe(SubscribeOptions::new(format!("{stream}.>")))
+                .await
+                .map_err(|e| e.to_string())?;
+            while let Some(d) = sub.next().await {
+                let d = d.map_err(|e| e.to_string())?;
+                let seq = d.stamp.local_seq;
+                out.push(StoredMessage {
+                    seq,
+                    id: d.id,
+                    key: d.key,
+                });
+                if seq >= info.state.last_seq {
+                    break;
+                }
+            }
+        }
+        client.close().await;
+        Ok(out)
+    };
+    tokio::time::timeout(within, work)
+        .await
+        .map_err(|_| format!("draining {stream} took over {within:?}"))?
+}
