@@ -373,10 +373,10 @@ mod tests {
     fn entry_golden_bytes() {
         let b = encode_entry(&append_entry()).unwrap();
         let want: Vec<u8> = [
-            &[1u8][..],                   // version
-            &2u64.to_be_bytes(),          // term
-            &1u64.to_be_bytes(),          // leader node
-            &7u64.to_be_bytes(),          // index
+            &[1u8][..],                    // version
+            &2u64.to_be_bytes(),           // term
+            &1u64.to_be_bytes(),           // leader node
+            &7u64.to_be_bytes(),           // index
             &[PAYLOAD_NORMAL, CMD_APPEND], // kind, command
             &1u32.to_be_bytes(),
             b"s",
@@ -393,7 +393,10 @@ mod tests {
     fn every_truncation_is_an_error_not_a_panic() {
         let b = encode_entry(&append_entry()).unwrap();
         for n in 0..b.len() {
-            assert!(decode_entry(&b[..n]).is_err(), "prefix of {n} bytes decoded");
+            assert!(
+                decode_entry(&b[..n]).is_err(),
+                "prefix of {n} bytes decoded"
+            );
         }
         let mut long = b.clone();
         long.push(0);

@@ -29,13 +29,7 @@ pub(crate) struct Built {
 
 pub(crate) fn applied_state(
     txn: &ReadTransaction,
-) -> Result<
-    (
-        Option<LogId<NodeId>>,
-        StoredMembership<NodeId, NodeAddr>,
-    ),
-    RegionStoreError,
-> {
+) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, NodeAddr>), RegionStoreError> {
     let meta = txn.open_table(SM_META)?;
     let last_applied = match meta.get(SM_APPLIED)? {
         Some(v) => codec::decode_opt_log_id(v.value(), "last applied log id")?,

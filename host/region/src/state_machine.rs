@@ -12,7 +12,9 @@
 use std::sync::Arc;
 
 use openraft::storage::RaftStateMachine;
-use openraft::{EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, StorageError, StoredMembership};
+use openraft::{
+    EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, StorageError, StoredMembership,
+};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, Table};
 
 use crate::codec;
@@ -82,7 +84,10 @@ fn apply_command(
     kv: &mut Table<&str, &[u8]>,
 ) -> Result<Response, RegionStoreError> {
     match cmd {
-        Command::Append { stream, msgs: batch } => {
+        Command::Append {
+            stream,
+            msgs: batch,
+        } => {
             let mut tip = tips.get(stream.as_str())?.map(|v| v.value()).unwrap_or(0);
             let mut positions = Vec::with_capacity(batch.len());
             for m in &batch {
