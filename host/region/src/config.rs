@@ -63,7 +63,7 @@ impl Default for RegionConfig {
 /// A region configuration openraft refuses.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid region raft configuration: {0}")]
-pub struct RegionConfigError(#[source] openraft::ConfigError);
+pub struct RegionConfigError(#[source] Box<openraft::ConfigError>);
 
 impl RegionConfig {
     /// The openraft configuration, validated (e.g. heartbeat below the election timeout).
@@ -79,7 +79,9 @@ impl RegionConfig {
             max_payload_entries: self.append_entries_max,
             ..Config::default()
         };
-        c.validate().map(Arc::new).map_err(RegionConfigError)
+        c.validate()
+            .map(Arc::new)
+            .map_err(|e| RegionConfigError(Box::new(e)))
     }
 }
 

@@ -78,6 +78,8 @@ impl RegionStoreError {
 }
 
 /// `Result` helper: `.raft(Doing::ReadLogs)?` inside openraft trait methods.
+// openraft's trait methods return its (large) StorageError by value; we cannot box it.
+#[allow(clippy::result_large_err)]
 pub(crate) trait IntoRaft<T> {
     fn raft(self, doing: Doing) -> Result<T, StorageError<NodeId>>;
 }

@@ -15,6 +15,7 @@ mod error;
 pub mod limits;
 mod log_store;
 mod network;
+pub mod power_loss;
 mod router;
 mod snapshot;
 mod state_machine;
@@ -76,7 +77,16 @@ pub async fn start<T: Transport>(
     path: impl AsRef<Path>,
     transport: Arc<T>,
 ) -> Result<(Raft, StateReader), StartError> {
-    let store = RegionStore::open(path)?;
+    start_on(id, config, RegionStore::open(path)?, transport).await
+}
+
+/// Starts Raft node `id` on an already opened store (e.g. one on a test backend).
+pub async fn start_on<T: Transport>(
+    id: NodeId,
+    config: Arc<openraft::Config>,
+    store: RegionStore,
+    transport: Arc<T>,
+) -> Result<(Raft, StateReader), StartError> {
     let raft = Raft::new(
         id,
         config,

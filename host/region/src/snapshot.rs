@@ -27,9 +27,10 @@ pub(crate) struct Built {
     pub(crate) blob: Vec<u8>,
 }
 
-pub(crate) fn applied_state(
-    txn: &ReadTransaction,
-) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, NodeAddr>), RegionStoreError> {
+/// The last applied log id and membership, as openraft's `applied_state` returns them.
+pub(crate) type AppliedState = (Option<LogId<NodeId>>, StoredMembership<NodeId, NodeAddr>);
+
+pub(crate) fn applied_state(txn: &ReadTransaction) -> Result<AppliedState, RegionStoreError> {
     let meta = txn.open_table(SM_META)?;
     let last_applied = match meta.get(SM_APPLIED)? {
         Some(v) => codec::decode_opt_log_id(v.value(), "last applied log id")?,

@@ -27,7 +27,17 @@ impl RegionStore {
     /// Opens (or creates) the redb file at `path`, creating the region tables and format
     /// marker on a new file and refusing a file of an unknown format.
     pub fn open(path: impl AsRef<Path>) -> Result<RegionStore, RegionStoreError> {
-        let db = Database::create(path.as_ref())?;
+        RegionStore::from_db(Database::create(path.as_ref())?)
+    }
+
+    /// Opens region storage on a custom redb backend (the tests' power-loss backend).
+    pub fn open_with_backend(
+        backend: impl redb::StorageBackend,
+    ) -> Result<RegionStore, RegionStoreError> {
+        RegionStore::from_db(Database::builder().create_with_backend(backend)?)
+    }
+
+    fn from_db(db: Database) -> Result<RegionStore, RegionStoreError> {
         init(&db)?;
         let db = Arc::new(db);
         Ok(RegionStore {

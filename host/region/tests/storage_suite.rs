@@ -19,6 +19,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for FreshFile {
 }
 
 #[test]
-fn openraft_storage_suite() -> Result<(), StorageError<NodeId>> {
-    Suite::test_all(FreshFile)
+fn openraft_storage_suite() {
+    if let Err(e) = Suite::test_all(FreshFile) {
+        panic!("openraft storage suite failed: {e}");
+    }
 }

@@ -11,9 +11,10 @@ use std::time::Duration;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::ServerState;
 use tempfile::TempDir;
+use tern_region::power_loss::{PowerLossBackend, PowerSwitch};
 use tern_region::{
-    start, Command, NodeAddr, NodeId, Raft, RegionConfig, RegionStoreError, Response, Router,
-    StartError, StateReader,
+    start_on, Command, NodeAddr, NodeId, Raft, RegionConfig, RegionStore, RegionStoreError,
+    Response, Router, StartError, StateReader,
 };
 
 /// How many times a restart waits for the previous incarnation to let go of its file.
@@ -33,6 +34,8 @@ pub enum Outcome {
 pub struct Member {
     pub raft: Raft,
     pub reader: StateReader,
+    /// Cuts this incarnation's power (see [`Cluster::power_cut`]).
+    pub power: Arc<PowerSwitch>,
 }
 
 pub struct Cluster {
@@ -90,10 +93,24 @@ impl Cluster {
     pub async fn start(&mut self, id: NodeId) {
         let config = self.config.to_openraft().expect("valid config");
         for _ in 0..REOPEN_ATTEMPTS_MAX {
-            match start(id, config.clone(), self.path(id), self.router.clone()).await {
-                Ok((raft, reader)) => {
+            let opened = self.open(id);
+            let started = match opened {
+                Ok((store, power)) => start_on(id, config.clone(), store, self.router.clone())
+                    .await
+                    .map(|(raft, reader)| (raft, reader, power)),
+                Err(e) => Err(StartError::Store(e)),
+            };
+            match started {
+                Ok((raft, reader, power)) => {
                     self.router.register(id, raft.clone());
-                    self.live.insert(id, Member { raft, reader });
+                    self.live.insert(
+                        id,
+                        Member {
+                            raft,
+                            reader,
+                            power,
+                        },
+                    );
                     return;
                 }
                 Err(StartError::Store(RegionStoreError::Storage(e)))
@@ -105,6 +122,32 @@ impl Cluster {
             }
         }
         panic!("node {id}: the crashed incarnation never released its file");
+    }
+
+    /// The node's real redb file, behind a backend that can lose power.
+    fn open(&self, id: NodeId) -> Result<(RegionStore, Arc<PowerSwitch>), RegionStoreError> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(self.path(id))
+            .map_err(|e| RegionStoreError::from(redb::Error::Io(e)))?;
+        let (backend, power) = PowerLossBackend::new(file)?;
+        Ok((RegionStore::open_with_backend(backend)?, power))
+    }
+
+    /// Node `id` loses power: every write it did not fsync is gone, then it is down like
+    /// after [`Cluster::crash`].
+    pub async fn power_cut(&mut self, id: NodeId) {
+        let Some(power) = self.live.get(&id).map(|m| m.power.clone()) else {
+            return;
+        };
+        power.cut();
+        self.crash(id).await;
+        power
+            .lose_unsynced(&self.path(id))
+            .expect("roll the file back to its last fsync");
     }
 
     /// Stops node `id` abruptly: it leaves the network and its Raft is shut down and
