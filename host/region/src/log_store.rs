@@ -223,3 +223,79 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.purge_durably(&log_id).raft(Doing::WriteLogs)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::RegionStore;
+    use openraft::testing::log_id;
+    use openraft::EntryPayload;
+
+    fn store() -> (tempfile::TempDir, LogStore) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let s = RegionStore::open(dir.path().join("n.redb")).expect("open");
+        (dir, s.log)
+    }
+
+    fn raw_put(log: &LogStore, index: u64, bytes: &[u8]) {
+        let txn = log.db.begin_write().unwrap();
+        txn.open_table(LOG).unwrap().insert(index, bytes).unwrap();
+        txn.commit().unwrap();
+    }
+
+    fn blank(index: u64) -> Entry {
+        Entry {
+            log_id: log_id(1, 1, index),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    /// Bad bytes on disk become a storage error for openraft, never a panic.
+    #[tokio::test]
+    async fn corrupt_entry_is_a_storage_error() {
+        let (_dir, mut log) = store();
+        log.append_durably(vec![blank(1), blank(2)]).unwrap();
+        raw_put(&log, 3, &[1, 0, 0]);
+        assert!(log.try_get_log_entries(1..=2).await.is_ok());
+        assert!(log.try_get_log_entries(1..=3).await.is_err());
+        assert!(log.get_log_state().await.is_err(), "last entry is corrupt");
+
+        // An entry filed under the wrong index is corrupt too.
+        let moved = codec::encode_entry(&blank(9)).unwrap();
+        raw_put(&log, 3, &moved);
+        assert!(log.try_get_log_entries(3..4).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn corrupt_vote_is_a_storage_error() {
+        let (_dir, mut log) = store();
+        log.write_meta(META_VOTE, &[1, 2], true).unwrap();
+        assert!(log.read_vote().await.is_err());
+    }
+
+    /// Purge removes entries up to the id and keeps the log state consistent; truncate
+    /// removes the tail.
+    #[tokio::test]
+    async fn purge_and_truncate_keep_log_state_consistent() {
+        let (_dir, mut log) = store();
+        log.append_durably((1..=10).map(blank).collect()).unwrap();
+        log.purge(log_id(1, 1, 4)).await.unwrap();
+        log.truncate(log_id(1, 1, 8)).await.unwrap();
+        let st = log.get_log_state().await.unwrap();
+        assert_eq!(st.last_purged_log_id, Some(log_id(1, 1, 4)));
+        assert_eq!(st.last_log_id, Some(log_id(1, 1, 7)));
+        let got: Vec<u64> = log
+            .try_get_log_entries(0..100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.log_id.index)
+            .collect();
+        assert_eq!(got, vec![5, 6, 7]);
+
+        // Purging past the end leaves an empty log whose last id is the purged one.
+        log.purge(log_id(1, 1, 20)).await.unwrap();
+        let st = log.get_log_state().await.unwrap();
+        assert_eq!(st.last_log_id, Some(log_id(1, 1, 20)));
+    }
+}

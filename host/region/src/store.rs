@@ -86,3 +86,28 @@ fn decode_format(b: &[u8]) -> Result<u64, RegionStoreError> {
     })?;
     Ok(u64::from_be_bytes(arr))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_format_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n.redb");
+        drop(RegionStore::open(&path).unwrap());
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(RAFT_META)
+                .unwrap()
+                .insert(META_FORMAT, 99u64.to_be_bytes().as_slice())
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        assert!(matches!(
+            RegionStore::open(&path),
+            Err(RegionStoreError::UnknownFormat { found: 99, .. })
+        ));
+    }
+}

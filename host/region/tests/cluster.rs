@@ -1,7 +1,8 @@
 //! A region of three nodes on real redb files, connected by the in-process router, under
 //! tokio's paused clock: openraft's timers run in virtual time, so these tests are fast and
 //! do not depend on how loaded the machine is. They prove election and replication, that a
-//! leader crash loses no acknowledged write, that a node whose file was deleted rejoins and
+//! leader crash loses no acknowledged write, that an isolated leader acknowledges nothing
+//! while the majority carries on, that a node whose file was deleted rejoins and
 //! catches up (by snapshot, then log), and that membership changes (learner, promotion, removal) work.
 
 mod common;
@@ -224,6 +225,47 @@ async fn learner_is_promoted_and_a_voter_is_removed() {
     assert!(c.converge(WAIT).await);
     for id in rest {
         assert_eq!(c.stream(id, "s").len(), 6, "node {id}");
+    }
+    c.shutdown().await;
+}
+
+/// The leader is cut off from both followers: what it accepts while alone is never
+/// acknowledged, the majority elects another leader and keeps acknowledging, and after the
+/// partition heals the old leader's lone entry is gone from every node.
+#[tokio::test(start_paused = true)]
+async fn isolated_leader_never_acknowledges_and_majority_carries_on() {
+    let c = Cluster::voters(&[1, 2, 3], 5, RegionConfig::default()).await;
+    positions(&c.write(append("s", &[b"before"]), WAIT).await);
+    let old = c.leader(WAIT, None).await.expect("leader");
+    c.router.isolate(old, [1, 2, 3]);
+
+    let lone = tokio::spawn(common::write(
+        c.raft(old).clone(),
+        append("s", &[b"minority"]),
+        Duration::from_secs(30),
+    ));
+    let new = c
+        .leader(WAIT, Some(old))
+        .await
+        .expect("the majority elected no leader");
+    let o = c.write_via(new, append("s", &[b"majority"]), WAIT).await;
+    assert_eq!(positions(&o), vec![2]);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        !lone.is_finished(),
+        "the isolated leader answered while isolated"
+    );
+
+    c.router.heal();
+    let outcome = lone.await.expect("write task");
+    assert!(
+        !matches!(outcome, Outcome::Ok(_)),
+        "the minority write was acknowledged: {outcome:?}"
+    );
+    assert!(c.converge(WAIT).await);
+    let want = vec![(1, b"before".to_vec()), (2, b"majority".to_vec())];
+    for id in [1, 2, 3] {
+        assert_eq!(c.stream(id, "s"), want, "node {id}");
     }
     c.shutdown().await;
 }
