@@ -63,6 +63,9 @@ pub enum TransportError {
     /// The peer answered with a reply of another kind than the request.
     #[error("node {0} answered with the wrong reply kind")]
     WrongReply(NodeId),
+    /// A message to or from the peer could not be encoded or decoded.
+    #[error("message to or from node {peer} does not encode: {reason}")]
+    Codec { peer: NodeId, reason: String },
 }
 
 /// Moves one RPC to a peer and returns its reply. Implemented by the in-process router and

@@ -1,6 +1,10 @@
 //! An in-process [`Transport`] for tests and simulation: every node of a region in one
 //! process, with faults on cue.
 //!
+//! Every message and reply crosses the router in its serde form (JSON here), as it will
+//! cross a network transport, so a Raft message that does not survive serialization fails
+//! in these tests rather than first on QUIC.
+//!
 //! Faults: cut links (one-way or all of a node's, i.e. isolate it), drop a share of
 //! requests or replies, and delay every message by a random time up to a bound. Random
 //! choices come from a `StdRng` seeded by the caller. openraft itself draws election
@@ -152,10 +156,25 @@ impl Transport for Router {
         if plan.drop_request || !self.still_linked(from, to) {
             return Err(TransportError::Lost(to));
         }
-        let reply = serve(&raft, rpc).await;
+        let reply = serve(&raft, through_wire(&rpc, to)?).await;
         if plan.drop_reply || !self.still_linked(to, from) {
             return Err(TransportError::Lost(to));
         }
-        Ok(reply)
+        through_wire(&reply, to)
     }
+}
+
+/// `msg` serialized and read back, as the far side of a network would see it.
+fn through_wire<M>(msg: &M, peer: NodeId) -> Result<M, TransportError>
+where
+    M: serde::Serialize + serde::de::DeserializeOwned,
+{
+    let bytes = serde_json::to_vec(msg).map_err(|e| TransportError::Codec {
+        peer,
+        reason: e.to_string(),
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| TransportError::Codec {
+        peer,
+        reason: e.to_string(),
+    })
 }

@@ -15,7 +15,7 @@
 //! - a node cut off from the others for a write's whole life never acknowledged it.
 //!
 //! A failure names its seed (`seed=N`); `TERN_SIM_SEED=N cargo test -p tern-region --test
-//! sim` reruns that seed alone. The seed fixes the fault schedule; openraft draws election
+//! sim` reruns that seed alone; `TERN_SIM_SEEDS=100..1000` runs a longer sweep. The seed fixes the fault schedule; openraft draws election
 //! timeouts from its own thread RNG, so interleavings of a rerun may differ.
 
 mod common;
@@ -70,9 +70,13 @@ struct Tally {
 
 #[test]
 fn seeded_faults_never_lose_or_duplicate_acknowledged_writes() {
-    let seeds: Vec<u64> = match std::env::var("TERN_SIM_SEED") {
-        Ok(s) => vec![s.parse().expect("TERN_SIM_SEED is a number")],
-        Err(_) => SEEDS.collect(),
+    let seeds: Vec<u64> = if let Ok(s) = std::env::var("TERN_SIM_SEED") {
+        vec![s.parse().expect("TERN_SIM_SEED is a number")]
+    } else if let Ok(r) = std::env::var("TERN_SIM_SEEDS") {
+        let (a, b) = r.split_once("..").expect("TERN_SIM_SEEDS is start..end");
+        (a.parse().expect("start")..b.parse().expect("end")).collect()
+    } else {
+        SEEDS.collect()
     };
     for seed in seeds {
         eprintln!("sim seed={seed}");
