@@ -17,6 +17,7 @@ mod log_store;
 mod network;
 pub mod power_loss;
 mod router;
+mod runtime;
 mod snapshot;
 mod state_machine;
 mod store;
@@ -32,6 +33,7 @@ pub use error::RegionStoreError;
 pub use log_store::LogStore;
 pub use network::{serve, Connection, Network, RaftReply, RaftRpc, Transport, TransportError};
 pub use router::Router;
+pub use runtime::{seed_thread_rng, TernRuntime};
 pub use state_machine::{SnapshotBuilder, StateMachine, StateReader};
 pub use store::RegionStore;
 
@@ -46,6 +48,7 @@ openraft::declare_raft_types!(
         NodeId = NodeId,
         Node = NodeAddr,
         SnapshotData = std::io::Cursor<Vec<u8>>,
+        AsyncRuntime = TernRuntime,
 );
 
 /// A region node's Raft handle.

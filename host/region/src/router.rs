@@ -7,9 +7,8 @@
 //!
 //! Faults: cut links (one-way or all of a node's, i.e. isolate it), drop a share of
 //! requests or replies, and delay every message by a random time up to a bound. Random
-//! choices come from a `StdRng` seeded by the caller. openraft itself draws election
-//! timeouts from its own thread RNG, so a seed fixes the fault schedule, not every
-//! interleaving.
+//! choices come from a `StdRng` seeded by the caller (openraft's election timeouts have
+//! their own seam, [`crate::seed_thread_rng`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard};

@@ -6,17 +6,21 @@
 //! client writes (sent to a node that claims to lead, sometimes a stale one), isolating the
 //! leader, healing, crashing a node (its Raft is shut down and dropped; it restarts on the
 //! same redb file), cutting a node's power (the same, but every write it had not fsynced is
-//! taken back first: see `tern_region::power_loss`), message delay and loss. Each write is recorded as ok, fail (openraft
-//! said the entry is not in its log: never committed) or unknown (timeout, crash). After the
-//! run everything is healed and restarted, and the checks are:
+//! taken back first: see `tern_region::power_loss`), message delay and loss. Each write is
+//! recorded as ok, fail (openraft said the entry is not in its log: never committed) or
+//! unknown (timeout, crash). After the run everything is healed and restarted, and the
+//! checks are:
 //! - every node holds the same messages at the same positions (no divergence);
 //! - every acknowledged write is there exactly once, at the positions its ack named;
 //! - no failed write is there, nothing is there that no client wrote, nothing twice;
 //! - a node cut off from the others for a write's whole life never acknowledged it.
 //!
 //! A failure names its seed (`seed=N`); `TERN_SIM_SEED=N cargo test -p tern-region --test
-//! sim` reruns that seed alone; `TERN_SIM_SEEDS=100..1000` runs a longer sweep. The seed fixes the fault schedule; openraft draws election
-//! timeouts from its own thread RNG, so interleavings of a rerun may differ.
+//! sim` reruns that seed alone; `TERN_SIM_SEEDS=100..1000` runs a longer sweep. The seed
+//! drives the fault schedule, the router's loss and delay, and openraft's election timeouts
+//! (`tern_region::seed_thread_rng`); with virtual time and one thread, a seed replays the
+//! same run, which `one_seed_replays_identically` checks. (tokio's `select!` branch order is
+//! the one random source left unseeded; it needs tokio's unstable `rng_seed`.)
 
 mod common;
 
@@ -66,6 +70,8 @@ struct Tally {
     isolations: usize,
     crashes: usize,
     power_cuts: usize,
+    /// Every write's outcome, in order: two runs of one seed should match.
+    trace: String,
 }
 
 #[test]
@@ -92,7 +98,28 @@ fn seeded_faults_never_lose_or_duplicate_acknowledged_writes() {
     }
 }
 
+/// Runs seed 7 twice: every write must get the same outcome at the same positions.
+#[test]
+fn one_seed_replays_identically() {
+    let once = || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .expect("runtime");
+        match rt.block_on(run(7)) {
+            Ok(t) => t.trace,
+            Err(e) => panic!("seed=7: {e}"),
+        }
+    };
+    let first = once();
+    assert!(!first.is_empty());
+    assert_eq!(first, once(), "seed=7 did not replay identically");
+}
+
 async fn run(seed: u64) -> Result<Tally, String> {
+    // Elections (openraft's randomized timeouts) follow the seed too.
+    tern_region::seed_thread_rng(seed);
     let mut rng = StdRng::seed_from_u64(seed);
     // Snapshot and purge often so installs and purges happen under faults too.
     let config = RegionConfig {
@@ -226,6 +253,16 @@ async fn run(seed: u64) -> Result<Tally, String> {
     }
 
     let r = check(&c, &writes, &mut tally);
+    tally.trace = writes
+        .iter()
+        .map(|w| match &w.outcome {
+            Outcome::Ok(Response::Appended { positions }) => format!("ok{positions:?}"),
+            Outcome::Ok(_) => "ok".into(),
+            Outcome::Fail => "fail".into(),
+            Outcome::Unknown => "unknown".into(),
+        })
+        .collect::<Vec<_>>()
+        .join(",");
     c.shutdown().await;
     r.map(|()| tally)
 }
