@@ -68,6 +68,17 @@ impl Enc {
         self.u64(id.index);
     }
 
+    /// `term u64 | node u64 | committed u8`.
+    pub(crate) fn vote(&mut self, v: &Vote<NodeId>) {
+        self.u64(v.leader_id.term);
+        self.u64(v.leader_id.node_id);
+        self.u8(u8::from(v.committed));
+    }
+
+    pub(crate) fn flag(&mut self, b: bool) {
+        self.u8(u8::from(b));
+    }
+
     pub(crate) fn opt_log_id(&mut self, id: &Option<LogId<NodeId>>) {
         match id {
             None => self.u8(0),
@@ -148,6 +159,23 @@ impl<'a> Dec<'a> {
         let node = self.u64()?;
         let index = self.u64()?;
         Ok(LogId::new(CommittedLeaderId::new(term, node), index))
+    }
+
+    pub(crate) fn vote(&mut self) -> Result<Vote<NodeId>, CodecError> {
+        let term = self.u64()?;
+        let node = self.u64()?;
+        let committed = self.flag()?;
+        let mut v = Vote::new(term, node);
+        v.committed = committed;
+        Ok(v)
+    }
+
+    pub(crate) fn flag(&mut self) -> Result<bool, CodecError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(self.err("bad flag")),
+        }
     }
 
     pub(crate) fn opt_log_id(&mut self) -> Result<Option<LogId<NodeId>>, CodecError> {
@@ -292,25 +320,15 @@ pub(crate) fn decode_entry_log_id(b: &[u8]) -> Result<LogId<NodeId>, CodecError>
 pub(crate) fn encode_vote(v: &Vote<NodeId>) -> Vec<u8> {
     let mut e = Enc::default();
     e.u8(RECORD_VERSION);
-    e.u64(v.leader_id.term);
-    e.u64(v.leader_id.node_id);
-    e.u8(u8::from(v.committed));
+    e.vote(v);
     e.0
 }
 
 pub(crate) fn decode_vote(b: &[u8]) -> Result<Vote<NodeId>, CodecError> {
     let mut d = Dec::new(b, "vote");
     d.version()?;
-    let term = d.u64()?;
-    let node = d.u64()?;
-    let committed = match d.u8()? {
-        0 => false,
-        1 => true,
-        _ => return Err(d.err("bad committed flag")),
-    };
+    let v = d.vote()?;
     d.finish()?;
-    let mut v = Vote::new(term, node);
-    v.committed = committed;
     Ok(v)
 }
 

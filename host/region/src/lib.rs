@@ -22,6 +22,7 @@ mod snapshot;
 mod state_machine;
 mod store;
 mod tables;
+pub mod wire;
 
 use std::path::Path;
 use std::sync::Arc;

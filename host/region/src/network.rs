@@ -1,10 +1,9 @@
 //! openraft's network over a small transport seam.
 //!
 //! A [`Transport`] moves one [`RaftRpc`] to a peer and brings back its [`RaftReply`];
-//! that is all a transport implements. Both types are serde types (openraft's `serde`
-//! feature), so the QUIC transport serializes them onto a bidirectional stream and calls
-//! [`serve`] on the receiving node, exactly as the in-process [`crate::Router`] does
-//! without the bytes. Timeouts, error mapping and snapshot chunking live here, once.
+//! that is all a transport implements. [`crate::wire`] gives both a byte layout, so the QUIC
+//! transport writes one encoded request on a bidirectional stream, and the receiving node
+//! decodes it and calls [`serve`], exactly as the in-process [`crate::Router`] does. Timeouts, error mapping and snapshot chunking live here, once.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -18,13 +17,12 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use serde::{Deserialize, Serialize};
 
 use crate::limits::RPC_TIMEOUT_MS_MAX;
 use crate::{NodeAddr, NodeId, Raft, TypeConfig};
 
 /// One Raft message from a node to a peer of its region.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug)]
 pub enum RaftRpc {
     AppendEntries(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<NodeId>),
@@ -32,7 +30,7 @@ pub enum RaftRpc {
 }
 
 /// The peer's answer to a [`RaftRpc`]: openraft's response or the peer's Raft error.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug)]
 pub enum RaftReply {
     AppendEntries(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
     Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),

@@ -1,9 +1,9 @@
 //! An in-process [`Transport`] for tests and simulation: every node of a region in one
 //! process, with faults on cue.
 //!
-//! Every message and reply crosses the router in its serde form (JSON here), as it will
-//! cross a network transport, so a Raft message that does not survive serialization fails
-//! in these tests rather than first on QUIC.
+//! Every message and reply crosses the router encoded in the region wire layout
+//! ([`crate::wire`]) and decoded again, as it will cross a network transport, so the codec
+//! is exercised by every test that runs a region.
 //!
 //! Faults: cut links (one-way or all of a node's, i.e. isolate it), drop a share of
 //! requests or replies, and delay every message by a random time up to a bound. Random
@@ -18,6 +18,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::network::{serve, RaftReply, RaftRpc, Transport, TransportError};
+use crate::wire;
 use crate::{NodeAddr, NodeId, Raft};
 
 /// Routes RPCs between the [`Raft`]s registered with it.
@@ -159,21 +160,24 @@ impl Transport for Router {
         if plan.drop_reply || !self.still_linked(to, from) {
             return Err(TransportError::Lost(to));
         }
-        through_wire(&reply, to)
+        reply_through_wire(&reply, to)
     }
 }
 
-/// `msg` serialized and read back, as the far side of a network would see it.
-fn through_wire<M>(msg: &M, peer: NodeId) -> Result<M, TransportError>
-where
-    M: serde::Serialize + serde::de::DeserializeOwned,
-{
-    let bytes = serde_json::to_vec(msg).map_err(|e| TransportError::Codec {
+/// `rpc` encoded and decoded, as the far side of a network would see it.
+fn through_wire(rpc: &RaftRpc, peer: NodeId) -> Result<RaftRpc, TransportError> {
+    let codec_err = |e: crate::CodecError| TransportError::Codec {
         peer,
         reason: e.to_string(),
-    })?;
-    serde_json::from_slice(&bytes).map_err(|e| TransportError::Codec {
+    };
+    wire::decode_rpc(&wire::encode_rpc(rpc).map_err(codec_err)?).map_err(codec_err)
+}
+
+/// `reply` encoded and decoded, as the far side of a network would see it.
+fn reply_through_wire(reply: &RaftReply, peer: NodeId) -> Result<RaftReply, TransportError> {
+    let codec_err = |e: crate::CodecError| TransportError::Codec {
         peer,
         reason: e.to_string(),
-    })
+    };
+    wire::decode_reply(&wire::encode_reply(reply).map_err(codec_err)?).map_err(codec_err)
 }
