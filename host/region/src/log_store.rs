@@ -16,6 +16,7 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable};
 
 use crate::codec;
 use crate::error::{Doing, IntoRaft, RegionStoreError};
+use crate::limits::REPLICATION_BATCH_BYTES_MAX;
 use crate::tables::*;
 use crate::{Entry, NodeId, TypeConfig};
 
@@ -44,12 +45,24 @@ impl LogStore {
         }
     }
 
-    fn entries(&self, start: Bound<u64>, end: Bound<u64>) -> Result<Vec<Entry>, RegionStoreError> {
+    /// Entries in the range, stopping before the one that would take the total encoded size
+    /// past `bytes_max` (the first entry is always returned, whatever its size).
+    fn entries(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+        bytes_max: usize,
+    ) -> Result<Vec<Entry>, RegionStoreError> {
         let txn = self.db.begin_read()?;
         let log = txn.open_table(LOG)?;
         let mut out = Vec::new();
+        let mut bytes = 0usize;
         for row in log.range::<u64>((start, end))? {
             let (k, v) = row?;
+            bytes = bytes.saturating_add(v.value().len());
+            if !out.is_empty() && bytes > bytes_max {
+                break;
+            }
             let entry = codec::decode_entry(v.value())?;
             if entry.log_id.index != k.value() {
                 return Err(codec::CodecError {
@@ -143,7 +156,23 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> Result<Vec<Entry>, StorageError<NodeId>> {
         let (start, end) = bounds(&range);
-        self.entries(start, end).raft(Doing::ReadLogs)
+        self.entries(start, end, usize::MAX).raft(Doing::ReadLogs)
+    }
+
+    /// What the leader sends in one append-entries RPC: openraft caps the count
+    /// (`max_payload_entries`), this caps the bytes, so one RPC stays under
+    /// [`RPC_BYTES_MAX`](crate::limits::RPC_BYTES_MAX) however large the batches are.
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry>, StorageError<NodeId>> {
+        self.entries(
+            Bound::Included(start),
+            Bound::Excluded(end),
+            REPLICATION_BATCH_BYTES_MAX,
+        )
+        .raft(Doing::ReadLogs)
     }
 }
 
@@ -264,6 +293,28 @@ mod tests {
         let moved = codec::encode_entry(&blank(9)).unwrap();
         raw_put(&log, 3, &moved);
         assert!(log.try_get_log_entries(3..4).await.is_err());
+    }
+
+    /// One RPC's worth of entries stops at the byte budget but never returns nothing.
+    #[tokio::test]
+    async fn limited_read_stops_at_the_byte_budget() {
+        let (_dir, log) = store();
+        let big = |index: u64| Entry {
+            log_id: log_id(1, 1, index),
+            payload: EntryPayload::Normal(crate::Command::Put {
+                key: "k".into(),
+                value: vec![0; 1000],
+            }),
+        };
+        log.append_durably((1..=10).map(big).collect()).unwrap();
+        let got = log
+            .entries(Bound::Included(1), Bound::Excluded(11), 3500)
+            .unwrap();
+        assert_eq!(got.len(), 3);
+        let one = log
+            .entries(Bound::Included(1), Bound::Excluded(11), 10)
+            .unwrap();
+        assert_eq!(one.len(), 1, "the first entry always goes");
     }
 
     #[tokio::test]
