@@ -1,5 +1,6 @@
 //! tern's in-region consensus: openraft with its log and state machine in the node's redb
-//! file, and a transport seam (an in-process router now, QUIC next).
+//! file, and a transport seam with two transports: an in-process router with faults on cue
+//! (tests and simulation) and QUIC with mutual TLS ([`quic`]).
 //!
 //! A region replicates [`Command`]s. An `Append` is a batch of encoded message records for
 //! one stream; applying it assigns per-stream positions, identical on every replica because
@@ -16,6 +17,7 @@ pub mod limits;
 mod log_store;
 mod network;
 pub mod power_loss;
+pub mod quic;
 mod router;
 mod runtime;
 mod snapshot;
