@@ -8,6 +8,13 @@
 //!
 //! Durability: a log append or vote is fsynced before openraft hears it is stored
 //! ([`LogStore`]); a client write is acknowledged by openraft only once a quorum has it.
+//! Run [`Command::check`] before proposing: what enters the log is applied everywhere.
+//!
+//! Layout: `codec` and `wire` are the byte layouts (disk and network), `log_store` and
+//! `state_machine` (+ `snapshot`) implement openraft's v2 storage traits on redb, `network`
+//! is the transport seam with `router` (in-process, faults) and `quic` behind it, `config`
+//! holds the timing defaults, `runtime` the seeded election RNG, `power_loss` a test backend
+//! that loses unsynced writes.
 
 mod codec;
 mod command;
