@@ -1,0 +1,109 @@
+//! Raft timing and log-compaction settings for a region, with the reasons for each default.
+
+use std::sync::Arc;
+
+use openraft::{Config, SnapshotPolicy};
+
+/// How a region runs Raft. Every field has a documented default ([`RegionConfig::default`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegionConfig {
+    /// Name shared by the region's nodes (shows in openraft's logs and metrics).
+    pub cluster_name: String,
+    /// How often the leader sends heartbeats. Default 100 ms.
+    ///
+    /// openraft's default is 50 ms. Each heartbeat is one RPC per follower; on a loaded
+    /// 2-core edge box 100 ms halves that cost and still sits 6x under the election
+    /// timeout, so three or four heartbeats in a row must go missing before anyone campaigns.
+    pub heartbeat_ms: u64,
+    /// Lower bound of the randomized election timeout. Default 600 ms.
+    ///
+    /// openraft's 150-300 ms assumes a quiet LAN and an idle CPU. An fsync on a busy disk
+    /// or a scheduling stall on two shared cores can take 100-300 ms, and a timeout that
+    /// short turns those stalls into needless elections (each one stops writes for a round).
+    pub election_timeout_ms_min: u64,
+    /// Upper bound of the randomized election timeout. Default 1200 ms.
+    ///
+    /// Failover time is about one election timeout plus one vote round: typically
+    /// 0.7-1.3 s, and under 3 s even when the first round splits and a second is needed. The
+    /// wide range (2x) keeps split votes rare.
+    pub election_timeout_ms_max: u64,
+    /// Build a snapshot after this many entries since the last one. Default 10,000.
+    ///
+    /// Counted in entries, not bytes: each entry is an append batch of up to
+    /// [`crate::limits::APPEND_BATCH_BYTES_MAX`]. A snapshot copies the whole state machine
+    /// (see snapshot.rs), so it should be rare relative to appends.
+    pub snapshot_logs_since_last: u64,
+    /// Entries kept in the log behind the last snapshot. Default 1,000.
+    ///
+    /// A follower that is this far behind or less (a short restart, a brief partition)
+    /// catches up from the log instead of receiving a whole snapshot.
+    pub logs_kept_after_snapshot: u64,
+    /// Purge the log in steps of at least this many entries. Default 256: one purge
+    /// transaction per step instead of one per entry.
+    pub purge_batch_entries: u64,
+    /// Most entries in one append-entries RPC. Default 300 (openraft's).
+    pub append_entries_max: u64,
+}
+
+impl Default for RegionConfig {
+    fn default() -> RegionConfig {
+        RegionConfig {
+            cluster_name: "tern-region".into(),
+            heartbeat_ms: 100,
+            election_timeout_ms_min: 600,
+            election_timeout_ms_max: 1200,
+            snapshot_logs_since_last: 10_000,
+            logs_kept_after_snapshot: 1_000,
+            purge_batch_entries: 256,
+            append_entries_max: 300,
+        }
+    }
+}
+
+/// A region configuration openraft refuses.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid region raft configuration: {0}")]
+pub struct RegionConfigError(#[source] Box<openraft::ConfigError>);
+
+impl RegionConfig {
+    /// The openraft configuration, validated (e.g. heartbeat below the election timeout).
+    pub fn to_openraft(&self) -> Result<Arc<Config>, RegionConfigError> {
+        let c = Config {
+            cluster_name: self.cluster_name.clone(),
+            heartbeat_interval: self.heartbeat_ms,
+            election_timeout_min: self.election_timeout_ms_min,
+            election_timeout_max: self.election_timeout_ms_max,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_logs_since_last),
+            max_in_snapshot_log_to_keep: self.logs_kept_after_snapshot,
+            purge_batch_size: self.purge_batch_entries,
+            max_payload_entries: self.append_entries_max,
+            ..Config::default()
+        };
+        c.validate()
+            .map(Arc::new)
+            .map_err(|e| RegionConfigError(Box::new(e)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_fail_over_within_3_s() {
+        let c = RegionConfig::default();
+        assert!(c.to_openraft().is_ok());
+        // Two election rounds at the longest timeout stay under 3 s.
+        assert!(2 * c.election_timeout_ms_max < 3000);
+        assert!(c.heartbeat_ms * 3 <= c.election_timeout_ms_min);
+    }
+
+    #[test]
+    fn heartbeat_above_election_timeout_is_refused() {
+        let c = RegionConfig {
+            heartbeat_ms: 1000,
+            ..RegionConfig::default()
+        };
+        assert!(c.to_openraft().is_err());
+    }
+}

@@ -1,0 +1,31 @@
+//! Limits on what a region accepts, named for what they limit.
+
+/// Longest stream name in bytes.
+pub const STREAM_NAME_BYTES_MAX: usize = 255;
+/// Longest key of the replicated key-value state in bytes.
+pub const KEY_BYTES_MAX: usize = 1024;
+/// Largest value of the replicated key-value state.
+pub const VALUE_BYTES_MAX: usize = 1024 * 1024;
+/// Most messages in one `Append` (one log entry).
+pub const APPEND_BATCH_MSGS_MAX: usize = 8192;
+/// Most bytes of messages in one `Append`: one log entry is read, sent and written whole.
+pub const APPEND_BATCH_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// How long a region RPC may take before the caller treats the peer as slow or gone.
+pub const RPC_TIMEOUT_MS_MAX: u64 = 5_000;
+
+/// Bytes of log entries one append-entries RPC carries beyond its first entry: the leader
+/// sends fewer entries than openraft asked for rather than exceed it.
+pub const REPLICATION_BATCH_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Largest encoded region RPC or reply: one append batch beyond the replication budget,
+/// plus room for framing and snapshot metadata.
+pub const RPC_BYTES_MAX: usize = REPLICATION_BATCH_BYTES_MAX + APPEND_BATCH_BYTES_MAX + 1024 * 1024;
+/// Peer connections a node's region endpoint serves at once.
+pub const REGION_CONNECTIONS_MAX: usize = 64;
+/// Requests one peer connection may have open at once.
+pub const REGION_STREAMS_PER_CONNECTION_MAX: u32 = 64;
+
+// A snapshot chunk (openraft's default 3 MiB) must fit in one RPC.
+const _: () = assert!(3 * 1024 * 1024 < RPC_BYTES_MAX);
+// Every field of a log entry must fit its u32 length prefix.
+const _: () = assert!(APPEND_BATCH_BYTES_MAX < u32::MAX as usize);
+const _: () = assert!(VALUE_BYTES_MAX < u32::MAX as usize);
