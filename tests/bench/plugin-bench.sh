@@ -35,6 +35,6 @@ kill -TERM $NODE; wait $NODE
 RUST_LOG=info $T serve --data $D --listen 127.0.0.1:7432 > /tmp/plugin-bench.log 2>&1 &
 NODE=$!
 for i in $(seq 1 200); do $T plugin ls --json > /dev/null 2>&1 && break; sleep 0.02; done
-echo "restart: $(grep -o 'plugins loaded.*' /tmp/plugin-bench.log)"
+echo "restart: $(sed 's/\x1b\[[0-9;]*m//g' /tmp/plugin-bench.log | grep -o 'plugins loaded.*')"
 kill -TERM $NODE; wait $NODE
 rm -rf $D
