@@ -559,3 +559,83 @@ async fn plugin_kv_is_written_to_redb_and_removed_with_the_plugin() {
     node.stop().await;
     assert!(kv_keys(dir.path()).is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_to_several_subjects_stores_copies_that_dedup_on_retry() {
+    let node = start().await;
+    let client = node.client().await;
+    streams(
+        &client,
+        &[
+            ("orders", &["orders.>"]),
+            ("audit", &["audit.>"]),
+            ("eu", &["eu.>"]),
+        ],
+    )
+    .await;
+    client
+        .deploy_plugin(deploy(
+            "fanout",
+            guests::CONTENT_ROUTER,
+            Some("orders"),
+            &[
+                ("route.1", "header:nowhere -> to:unbound.{subject}"),
+                ("route.2", "header:region=eu -> to:eu.{subject}"),
+                ("default", "to:orders.kept.{subject},audit.{subject}"),
+            ],
+        ))
+        .await
+        .unwrap();
+    // The eu stream refuses everything: its residency policy allows only region `eu-1`.
+    client
+        .deploy_plugin(deploy(
+            "eu-only",
+            guests::RESIDENCY_POLICY,
+            Some("eu"),
+            &[("default", "regions:eu-1")],
+        ))
+        .await
+        .unwrap();
+
+    let mut m = msg("orders.a", &[], "x");
+    m.id = Some("order-7".into());
+    let first = publish(&client, m.clone()).await.unwrap();
+    assert_eq!(
+        (first.id.as_str(), first.stream.as_str()),
+        ("order-7", "orders")
+    );
+    assert!(!first.duplicate);
+    let again = publish(&client, m).await.unwrap();
+    assert!(again.duplicate, "a retry dedups every copy");
+    assert_eq!(again.seq, first.seq);
+    let audit = client.stream_info("audit").await.unwrap().state;
+    assert_eq!(audit.msgs, 1, "one copy in audit, not two");
+    let copy = client
+        .subscribe(SubscribeOptions::new("audit.>"))
+        .await
+        .unwrap()
+        .next()
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (copy.id.as_str(), copy.subject.as_str()),
+        ("order-7#1", "audit.orders.a")
+    );
+
+    // A target no stream is bound to refuses the message; nothing is stored anywhere.
+    let (code, text) =
+        server_code(publish(&client, msg("orders.b", &[("nowhere", "1")], "x")).await);
+    assert_eq!(code, ErrorCode::NoStream, "{text}");
+    assert!(text.contains("unbound.orders.b"), "{text}");
+    // A target stream whose residency policy excludes this region refuses it too.
+    let (code, text) =
+        server_code(publish(&client, msg("orders.c", &[("region", "eu")], "x")).await);
+    assert_eq!(code, ErrorCode::Rejected, "{text}");
+    assert!(text.contains("stream `eu`"), "{text}");
+    assert_eq!(client.stream_info("orders").await.unwrap().state.msgs, 1);
+    assert_eq!(client.stream_info("audit").await.unwrap().state.msgs, 1);
+    assert_eq!(client.stream_info("eu").await.unwrap().state.msgs, 0);
+    client.close().await;
+    node.stop().await;
+}
