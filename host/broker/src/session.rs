@@ -226,7 +226,7 @@ async fn submit(msgs: Vec<(u64, AckLevel, PubMessage)>, batch: bool, ctx: &Arc<C
             }
         }
     }
-    if ctx.plugins.attached() && !accepted.is_empty() {
+    if ctx.plugins.applies_to(&ctx.store, &accepted) {
         let outcome = pipeline::run(&ctx.plugins, &ctx.store, accepted).await;
         let mut decided = outcome.slots.into_iter();
         for slot in slots.iter_mut().filter(|s| matches!(s, Slot::Stored(_))) {

@@ -12,8 +12,7 @@ mod kv;
 pub(crate) mod pipeline;
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use serde::Serialize;
 use tern_plugin::types::{Hop, Region};
@@ -62,8 +61,8 @@ pub(crate) struct Plugins {
     kv: Arc<StoredKv>,
     /// The hop of a publish: this region to itself, with this region's tags.
     local_hop: Hop,
-    /// Whether any chain exists; publishes skip the pipeline while none does.
-    attached: AtomicBool,
+    /// Streams with at least one chain; publishes to other streams skip the pipeline.
+    attached: RwLock<Arc<BTreeSet<String>>>,
     /// Serializes changes, so each persisted state follows the previous one.
     admin: Mutex<()>,
 }
@@ -118,7 +117,7 @@ impl Plugins {
             );
         }
         let plugins = Arc::new(Plugins {
-            attached: AtomicBool::new(!registry.state().chains.is_empty()),
+            attached: RwLock::new(Arc::new(chained_streams(&registry.state()))),
             registry: Arc::new(registry),
             store: store.clone(),
             kv,
@@ -282,8 +281,8 @@ impl Plugins {
         new_blob: Option<&[u8]>,
     ) -> Result<(), ErrorBody> {
         let after = self.registry.state();
-        self.attached
-            .store(!after.chains.is_empty(), Ordering::Release);
+        *self.attached.write().unwrap_or_else(|p| p.into_inner()) =
+            Arc::new(chained_streams(&after));
         let mut writes = vec![(
             REGISTRY_KEY.to_string(),
             Some(serde_json::to_vec(&after).map_err(|e| internal(e.to_string()))?),
@@ -311,10 +310,26 @@ impl Plugins {
         &self.local_hop
     }
 
-    /// Whether any stream has a chain (publishes skip the pipeline otherwise).
-    pub(crate) fn attached(&self) -> bool {
-        self.attached.load(Ordering::Acquire)
+    /// Whether any of `msgs` goes to a stream with a chain: only then does a batch take
+    /// the pipeline (and its hop to the blocking pool). A message whose stream has no chain
+    /// keeps its subject, so no other stream's chain applies to it either.
+    pub(crate) fn applies_to(&self, store: &Store, msgs: &[tern_proto::PubMessage]) -> bool {
+        let attached = self
+            .attached
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        !attached.is_empty()
+            && msgs.iter().any(|m| {
+                store
+                    .stream_for_subject(&m.subject)
+                    .is_some_and(|s| attached.contains(&s))
+            })
     }
+}
+
+fn chained_streams(state: &RegistryState) -> BTreeSet<String> {
+    state.chains.iter().map(|c| c.stream.clone()).collect()
 }
 
 fn digests(state: &RegistryState) -> BTreeSet<String> {
