@@ -132,16 +132,23 @@ async fn ephemeral(
         })
         .await?;
     tracing::debug!(%stream, filter = %sub.subject, "subscription open");
+    // Read in whole chunks and keep what the credit did not cover yet (at most the rest of
+    // one chunk): a chunk is one page read, and reading it again for each credit step
+    // multiplied the bytes read by the number of steps.
+    let mut ready: std::collections::VecDeque<tern_store::StoredMessage> = Default::default();
     loop {
         if credit > 0 {
             tip.borrow_and_update();
-            let want = (credit as usize).min(ctx.config.consumer.read_batch_msgs);
-            let msgs = match ctx.store.read(&stream, next, want, READ_BYTES_MAX) {
-                Ok(m) => m,
-                Err(e) => return refuse(writer, 0, &e).await,
-            };
-            if !msgs.is_empty() {
-                for m in msgs {
+            if ready.is_empty() {
+                let want = (credit as usize).min(ctx.config.consumer.read_batch_msgs);
+                match ctx.store.read_chunks(&stream, next, want, READ_BYTES_MAX) {
+                    Ok(m) => ready.extend(m),
+                    Err(e) => return refuse(writer, 0, &e).await,
+                }
+            }
+            if !ready.is_empty() {
+                while credit > 0 {
+                    let Some(m) = ready.pop_front() else { break };
                     next = m.seq + 1;
                     if subject::matches(&sub.subject, &m.subject) {
                         writer.push(&delivery(&stream, m, 1));

@@ -141,28 +141,13 @@ pub(crate) fn decode_expiry(b: &[u8]) -> Result<(u64, Vec<String>), StoreError> 
 
 type Msgs = (u32, u64);
 
-/// Key of the chunk holding `seq`, or of the first chunk after it.
-fn chunk_key_for<T: ReadableTable<Msgs, &'static [u8]>>(
-    table: &T,
-    sid: u32,
-    seq: u64,
-) -> Result<Option<u64>, StoreError> {
-    if let Some(row) = table.range((sid, 0)..=(sid, seq))?.next_back() {
-        let (k, v) = row?;
-        let first = k.value().1;
-        let n = records(first, v.value())?.len() as u64;
-        if seq < first + n {
-            return Ok(Some(first));
-        }
-    }
-    match table.range((sid, seq)..=(sid, u64::MAX))?.next() {
-        Some(row) => Ok(Some(row?.0.value().1)),
-        None => Ok(None),
-    }
-}
-
-/// Messages with `seq >= from.max(floor)`, at most `msgs_max`, stopping after `bytes_max`
-/// payload bytes.
+/// Messages with `seq >= from.max(floor)`, at most `msgs_max` and stopping after
+/// `bytes_max` payload bytes; with `whole_chunks`, every message of each chunk read (the
+/// limits are checked between chunks), so the next read starts at a chunk's first key.
+///
+/// A chunk is read as a whole page, so the order of lookups matters: the chunk starting
+/// exactly at `from` (what whole-chunk readers and caught-up subscribers ask for) is found
+/// with one forward lookup; only a `from` inside a chunk costs the chunk before it.
 pub(crate) fn read<T: ReadableTable<Msgs, &'static [u8]>>(
     table: &T,
     sid: u32,
@@ -170,25 +155,45 @@ pub(crate) fn read<T: ReadableTable<Msgs, &'static [u8]>>(
     floor: u64,
     msgs_max: usize,
     bytes_max: usize,
+    whole_chunks: bool,
 ) -> Result<Vec<StoredMessage>, StoreError> {
     let from = from.max(floor);
     let mut out = Vec::new();
-    let Some(start) = chunk_key_for(table, sid, from)? else {
-        return Ok(out);
-    };
     let mut bytes = 0usize;
-    for row in table.range((sid, start)..=(sid, u64::MAX))? {
-        let (k, v) = row?;
-        for (seq, rec) in records(k.value().1, v.value())? {
+    // Returns true when the read is complete.
+    let mut take = |first: u64, chunk: &[u8], out: &mut Vec<StoredMessage>| {
+        for (seq, rec) in records(first, chunk)? {
             if seq < from {
                 continue;
             }
             let m = records::decode_message(seq, rec)?;
             bytes += m.payload.len();
             out.push(m);
-            if out.len() >= msgs_max || bytes >= bytes_max {
+            if !whole_chunks && (out.len() >= msgs_max || bytes >= bytes_max) {
+                return Ok::<bool, StoreError>(true);
+            }
+        }
+        Ok(out.len() >= msgs_max || bytes >= bytes_max)
+    };
+    let mut rows = table.range((sid, from)..=(sid, u64::MAX))?;
+    let first = rows.next().transpose()?;
+    if !first.as_ref().is_some_and(|(k, _)| k.value().1 == from) {
+        if let Some(row) = table.range((sid, 0)..(sid, from))?.next_back() {
+            let (k, v) = row?;
+            if take(k.value().1, v.value(), &mut out)? {
                 return Ok(out);
             }
+        }
+    }
+    if let Some((k, v)) = first {
+        if take(k.value().1, v.value(), &mut out)? {
+            return Ok(out);
+        }
+    }
+    for row in rows {
+        let (k, v) = row?;
+        if take(k.value().1, v.value(), &mut out)? {
+            return Ok(out);
         }
     }
     Ok(out)
@@ -204,7 +209,7 @@ pub(crate) fn get<T: ReadableTable<Msgs, &'static [u8]>>(
     if seq < floor {
         return Ok(None);
     }
-    Ok(read(table, sid, seq, floor, 1, usize::MAX)?
+    Ok(read(table, sid, seq, floor, 1, usize::MAX, false)?
         .into_iter()
         .find(|m| m.seq == seq))
 }
@@ -219,7 +224,7 @@ pub(crate) fn seq_at_time<T: ReadableTable<Msgs, &'static [u8]>>(
     let (mut lo, mut hi) = (st.first_seq, st.last_seq + 1);
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
-        match read(table, sid, mid, st.first_seq, 1, usize::MAX)?.first() {
+        match read(table, sid, mid, st.first_seq, 1, usize::MAX, false)?.first() {
             Some(m) if m.time_ms() < ms => lo = m.seq + 1,
             Some(_) => hi = mid,
             None => hi = mid,

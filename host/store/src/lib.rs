@@ -377,7 +377,40 @@ impl Store {
         let (sid, st) = self.sid(stream)?;
         let txn = self.db()?.begin_read()?;
         let table = txn.open_table(MSGS)?;
-        chunks::read(&table, sid, from_seq, st.first_seq, msgs_max, bytes_max)
+        chunks::read(
+            &table,
+            sid,
+            from_seq,
+            st.first_seq,
+            msgs_max,
+            bytes_max,
+            false,
+        )
+    }
+
+    /// As [`Store::read`], but in whole chunks: every message of each chunk read (from
+    /// `from_seq` on), stopping at the first chunk boundary after `msgs_min` messages or
+    /// `bytes_max` payload bytes. Sequential readers that keep what they could not use yet
+    /// read each chunk once (a chunk is up to 1,024 messages and under 1 MiB).
+    pub fn read_chunks(
+        &self,
+        stream: &str,
+        from_seq: u64,
+        msgs_min: usize,
+        bytes_max: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let (sid, st) = self.sid(stream)?;
+        let txn = self.db()?.begin_read()?;
+        let table = txn.open_table(MSGS)?;
+        chunks::read(
+            &table,
+            sid,
+            from_seq,
+            st.first_seq,
+            msgs_min,
+            bytes_max,
+            true,
+        )
     }
 
     /// Read one message by sequence, if still held.

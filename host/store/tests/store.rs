@@ -408,3 +408,41 @@ async fn node_state_keys_survive_reopen() {
     assert_eq!(store.scan_state("plugin/kv/").unwrap().len(), 2);
     assert!(store.scan_state("nothing/").unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn whole_chunk_reads_return_every_message_of_the_chunks_they_touch() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.create_stream(stream("s", "s.>")).await.unwrap();
+    // Three commits, so three chunks of 10 messages: 1..=10, 11..=20, 21..=30.
+    for c in 0..3 {
+        let batch = (0..10).map(|i| msg("s.x", None, &[c * 10 + i])).collect();
+        assert!(store.append(batch).await.iter().all(Result::is_ok));
+    }
+    let seqs = |v: Vec<tern_store::StoredMessage>| v.iter().map(|m| m.seq).collect::<Vec<_>>();
+    assert_eq!(
+        seqs(store.read_chunks("s", 1, 5, usize::MAX).unwrap()),
+        (1..=10).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        seqs(store.read_chunks("s", 5, 1, usize::MAX).unwrap()),
+        (5..=10).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        seqs(store.read_chunks("s", 11, 15, usize::MAX).unwrap()),
+        (11..=30).collect::<Vec<_>>()
+    );
+    assert!(store
+        .read_chunks("s", 31, 1, usize::MAX)
+        .unwrap()
+        .is_empty());
+    // Plain reads still stop at the limit, inside a chunk or across chunks.
+    assert_eq!(
+        seqs(store.read("s", 5, 3, usize::MAX).unwrap()),
+        vec![5, 6, 7]
+    );
+    assert_eq!(
+        seqs(store.read("s", 9, 4, usize::MAX).unwrap()),
+        vec![9, 10, 11, 12]
+    );
+}
