@@ -39,6 +39,9 @@ pub(crate) struct GroupState {
     max_deliveries: u32,
     floor: u64,
     next_fresh: u64,
+    /// Messages from `next_fresh` on, read with their whole chunk and not yet delivered (at
+    /// most the rest of one chunk): each chunk is read from storage once.
+    fresh: std::collections::VecDeque<StoredMessage>,
     inflight: BTreeMap<u64, Inflight>,
     /// Durable rows above the floor.
     above: BTreeMap<u64, PendingRow>,
@@ -107,6 +110,7 @@ impl Groups {
             max_deliveries: rec.max_deliveries.max(1),
             floor: rec.cursor,
             next_fresh: rec.cursor,
+            fresh: Default::default(),
             inflight: BTreeMap::new(),
             above: rows.into_iter().map(|r| (r.seq, r)).collect(),
             next_member: 1,
@@ -226,42 +230,46 @@ impl GroupState {
             }
         }
         while out.len() < max {
-            let want = (max - out.len()).min(read_batch);
-            let msgs = store.read(
-                &self.stream,
-                self.next_fresh,
-                want,
-                crate::consumer::READ_BYTES_MAX,
-            )?;
-            if msgs.is_empty() {
+            if self.fresh.is_empty() {
+                let want = (max - out.len()).min(read_batch);
+                let msgs = store.read_chunks(
+                    &self.stream,
+                    self.next_fresh,
+                    want,
+                    crate::consumer::READ_BYTES_MAX,
+                )?;
+                if msgs.is_empty() {
+                    break;
+                }
+                self.fresh.extend(msgs);
+            }
+            let Some(m) = self.fresh.pop_front() else {
                 break;
+            };
+            self.next_fresh = m.seq + 1;
+            if !subject::matches(&self.filter, &m.subject) {
+                continue;
             }
-            for m in msgs {
-                self.next_fresh = m.seq + 1;
-                if !subject::matches(&self.filter, &m.subject) {
-                    continue;
-                }
-                let prior = self.above.get(&m.seq).copied();
-                if prior.is_some_and(|r| r.acked) {
-                    continue;
-                }
-                let d = prior.map_or(0, |r| r.deliveries) + 1;
-                if d > self.max_deliveries {
-                    upd.dead_letters
-                        .push(self.dead_letter(&m, "max_deliveries"));
-                    self.mark_acked(m.seq, &mut upd);
-                    continue;
-                }
-                self.inflight.insert(
-                    m.seq,
-                    Inflight {
-                        deliveries: d,
-                        due_ms: now_ms + self.ack_wait_ms,
-                        member,
-                    },
-                );
-                out.push((m, d));
+            let prior = self.above.get(&m.seq).copied();
+            if prior.is_some_and(|r| r.acked) {
+                continue;
             }
+            let d = prior.map_or(0, |r| r.deliveries) + 1;
+            if d > self.max_deliveries {
+                upd.dead_letters
+                    .push(self.dead_letter(&m, "max_deliveries"));
+                self.mark_acked(m.seq, &mut upd);
+                continue;
+            }
+            self.inflight.insert(
+                m.seq,
+                Inflight {
+                    deliveries: d,
+                    due_ms: now_ms + self.ack_wait_ms,
+                    member,
+                },
+            );
+            out.push((m, d));
         }
         if self.advance_floor() {
             upd.cursor = Some(self.floor);

@@ -177,7 +177,7 @@ pub(crate) fn read<T: ReadableTable<Msgs, &'static [u8]>>(
     };
     let mut rows = table.range((sid, from)..=(sid, u64::MAX))?;
     let first = rows.next().transpose()?;
-    if !first.as_ref().is_some_and(|(k, _)| k.value().1 == from) {
+    if first.as_ref().is_none_or(|(k, _)| k.value().1 != from) {
         if let Some(row) = table.range((sid, 0)..(sid, from))?.next_back() {
             let (k, v) = row?;
             if take(k.value().1, v.value(), &mut out)? {
