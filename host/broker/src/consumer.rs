@@ -17,6 +17,8 @@ use crate::session::store_error;
 /// Most payload bytes read from storage at once for one subscription (a stored chunk is
 /// under 1 MiB, so this reads whole chunks instead of one chunk several times).
 pub(crate) const READ_BYTES_MAX: usize = 4 << 20;
+/// Most acked sequences gathered into one commit.
+const ACK_COALESCE_MAX: usize = 65_536;
 
 fn delivery(stream: &str, m: StoredMessage, delivery_count: u32) -> Frame {
     Frame::Deliver(Delivery {
@@ -255,7 +257,7 @@ async fn group_member(
                     }
                     writer.flush().await?;
                     if let Some(ctl) = poll_control(&mut reader).await? {
-                        if !apply(ctl, &state, &mut credit, credit_max, ctx).await {
+                        if !apply(ctl, &mut reader, &state, &mut credit, credit_max, ctx).await? {
                             return Ok(());
                         }
                     }
@@ -272,7 +274,7 @@ async fn group_member(
                 _ = ctx.shutdown.cancelled() => return Ok(()),
                 f = reader.next() => {
                     let ctl = control(f?)?;
-                    if !apply(ctl, &state, &mut credit, credit_max, ctx).await {
+                    if !apply(ctl, &mut reader, &state, &mut credit, credit_max, ctx).await? {
                         return Ok(());
                     }
                 }
@@ -290,24 +292,36 @@ async fn group_member(
     writer.finish().await
 }
 
-/// Apply a control frame; false when the subscriber ended the subscription.
+/// Apply a control frame; false when the subscriber ended the subscription. Acks already
+/// received behind it are taken too and stored in one commit: each commit is an fsync, and
+/// a subscriber acking message by message would otherwise pay one per ack frame.
 async fn apply(
     ctl: Control,
+    reader: &mut FrameReader,
     state: &tokio::sync::Mutex<crate::groups::GroupState>,
     credit: &mut u32,
     credit_max: u32,
     ctx: &Ctx,
-) -> bool {
-    match ctl {
-        Control::End => return false,
-        Control::Credit(n) => *credit = credit.saturating_add(n).min(credit_max),
-        Control::Ack(seqs) => {
-            if let Err(e) = state.lock().await.ack(&ctx.store, &seqs).await {
-                // Not durable: the messages stay pending and are redelivered later.
-                tracing::warn!(error = %e, "ack not stored");
-            }
+) -> Result<bool, NetError> {
+    let mut acks = Vec::new();
+    let mut next = Some(ctl);
+    let mut open = true;
+    while let Some(ctl) = next.take() {
+        match ctl {
+            Control::End => open = false,
+            Control::Credit(n) => *credit = credit.saturating_add(n).min(credit_max),
+            Control::Ack(seqs) => acks.extend(seqs),
+            Control::Nack(seq, delay_ms) => state.lock().await.nack(seq, delay_ms, crate::now_ms()),
         }
-        Control::Nack(seq, delay_ms) => state.lock().await.nack(seq, delay_ms, crate::now_ms()),
+        if open && acks.len() < ACK_COALESCE_MAX {
+            next = poll_control(reader).await?;
+        }
     }
-    true
+    if !acks.is_empty() {
+        if let Err(e) = state.lock().await.ack(&ctx.store, &acks).await {
+            // Not durable: the messages stay pending and are redelivered later.
+            tracing::warn!(error = %e, "ack not stored");
+        }
+    }
+    Ok(open)
 }
