@@ -374,18 +374,7 @@ impl Store {
         msgs_max: usize,
         bytes_max: usize,
     ) -> Result<Vec<StoredMessage>, StoreError> {
-        let (sid, st) = self.sid(stream)?;
-        let txn = self.db()?.begin_read()?;
-        let table = txn.open_table(MSGS)?;
-        chunks::read(
-            &table,
-            sid,
-            from_seq,
-            st.first_seq,
-            msgs_max,
-            bytes_max,
-            false,
-        )
+        self.read_with(stream, from_seq, msgs_max, bytes_max, false)
     }
 
     /// As [`Store::read`], but in whole chunks: every message of each chunk read (from
@@ -399,6 +388,17 @@ impl Store {
         msgs_min: usize,
         bytes_max: usize,
     ) -> Result<Vec<StoredMessage>, StoreError> {
+        self.read_with(stream, from_seq, msgs_min, bytes_max, true)
+    }
+
+    fn read_with(
+        &self,
+        stream: &str,
+        from_seq: u64,
+        msgs: usize,
+        bytes_max: usize,
+        whole_chunks: bool,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
         let (sid, st) = self.sid(stream)?;
         let txn = self.db()?.begin_read()?;
         let table = txn.open_table(MSGS)?;
@@ -407,9 +407,9 @@ impl Store {
             sid,
             from_seq,
             st.first_seq,
-            msgs_min,
+            msgs,
             bytes_max,
-            true,
+            whole_chunks,
         )
     }
 
