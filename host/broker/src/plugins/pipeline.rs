@@ -103,7 +103,7 @@ fn apply(plugins: &Plugins, store: &Store, mut msgs: Vec<PubMessage>) -> Outcome
             if let Err(e) = tern_proto::subject::validate_subject(subject) {
                 refusal = Some(error(
                     ErrorCode::InvalidSubject,
-                    format!("route target `{subject}`: {e}"),
+                    format!("subject `{subject}`: {e}"),
                 ));
                 break;
             }
