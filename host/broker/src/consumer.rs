@@ -306,6 +306,9 @@ async fn apply(
     let mut acks = Vec::new();
     let mut next = Some(ctl);
     let mut open = true;
+    // A subscriber that acks and disconnects at once leaves its acks followed by a stream
+    // error: the acks received are stored before the error is reported.
+    let mut failed = None;
     while let Some(ctl) = next.take() {
         match ctl {
             Control::End => open = false,
@@ -314,7 +317,10 @@ async fn apply(
             Control::Nack(seq, delay_ms) => state.lock().await.nack(seq, delay_ms, crate::now_ms()),
         }
         if open && acks.len() < ACK_COALESCE_MAX {
-            next = poll_control(reader).await?;
+            match poll_control(reader).await {
+                Ok(ctl) => next = ctl,
+                Err(e) => failed = Some(e),
+            }
         }
     }
     if !acks.is_empty() {
@@ -323,5 +329,8 @@ async fn apply(
             tracing::warn!(error = %e, "ack not stored");
         }
     }
-    Ok(open)
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(open),
+    }
 }
