@@ -44,6 +44,8 @@ pub mod types {
     pub use crate::bindings::tern::plugin::types::*;
 }
 
+/// Header encoding: the node's own code (one source, so both sides agree on the bytes).
+#[path = "../../host/plugin/src/headers.rs"]
 pub mod headers;
 mod host;
 #[cfg(feature = "json")]
