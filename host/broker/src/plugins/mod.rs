@@ -255,20 +255,14 @@ impl Plugins {
             .ok_or_else(|| plugin_error(&PluginError::UnknownPlugin(name.into())))?
             .hook();
         let state = self.registry.state();
-        let current = state
+        let position = state
             .chains
             .iter()
             .find(|c| c.stream == stream && c.hook == hook)
-            .and_then(|c| {
-                c.plugins
-                    .iter()
-                    .position(|a| a.plugin == name)
-                    .map(|i| (i, c))
-            });
-        match current {
-            Some((_, _)) if fallback.is_none() => Ok(()),
-            Some((pos, _)) => self.registry.attach(stream, name, fallback, Some(pos)),
-            None => self.registry.attach(stream, name, fallback, None),
+            .and_then(|c| c.plugins.iter().position(|a| a.plugin == name));
+        match (position, fallback) {
+            (Some(_), None) => Ok(()),
+            (position, fallback) => self.registry.attach(stream, name, fallback, position),
         }
         .map_err(|e| plugin_error(&e))
     }

@@ -72,9 +72,14 @@ fn apply(plugins: &Plugins, store: &Store, mut msgs: Vec<PubMessage>) -> Outcome
     let n = msgs.len();
     let mut decisions: Vec<Decision> = (0..n).map(|_| Decision::Keep).collect();
 
-    let mut by_stream: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    for (i, m) in msgs.iter().enumerate() {
-        if let Some(stream) = store.stream_for_subject(&m.subject) {
+    // The stream of each published subject, looked up once.
+    let sources: Vec<Option<String>> = msgs
+        .iter()
+        .map(|m| store.stream_for_subject(&m.subject))
+        .collect();
+    let mut by_stream: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, source) in sources.iter().enumerate() {
+        if let Some(stream) = source {
             by_stream.entry(stream).or_default().push(i);
         }
     }
@@ -94,7 +99,18 @@ fn apply(plugins: &Plugins, store: &Store, mut msgs: Vec<PubMessage>) -> Outcome
     let mut by_dest: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (i, m) in msgs.iter().enumerate() {
         let subjects = match &decisions[i] {
-            Decision::Keep => std::slice::from_ref(&m.subject),
+            Decision::Keep => {
+                // Its own subject, whose stream is known; without one, the store answers
+                // as it does for any publish.
+                if let Some(stream) = &sources[i] {
+                    by_dest
+                        .entry(stream.clone())
+                        .or_default()
+                        .push(copies.len());
+                }
+                copies.push((i, m.subject.clone()));
+                continue;
+            }
             Decision::To(subjects) => subjects.as_slice(),
             Decision::Drop | Decision::Refuse(_) => continue,
         };
@@ -103,7 +119,7 @@ fn apply(plugins: &Plugins, store: &Store, mut msgs: Vec<PubMessage>) -> Outcome
             if let Err(e) = tern_proto::subject::validate_subject(subject) {
                 refusal = Some(error(
                     ErrorCode::InvalidSubject,
-                    format!("subject `{subject}`: {e}"),
+                    format!("route target `{subject}`: {e}"),
                 ));
                 break;
             }
