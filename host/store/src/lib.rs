@@ -289,13 +289,18 @@ impl Store {
         self.stream_where(|bound| tern_proto::subject::matches(bound, subject))
     }
 
-    /// The first stream one of whose subjects satisfies `bound`.
-    fn stream_where(&self, bound: impl Fn(&str) -> bool) -> Option<String> {
-        let views = self
-            .shared
+    /// The streams as of the latest commit (the writer replaces a record whole under the
+    /// lock, so a poisoned lock still holds consistent records).
+    fn views(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, StreamView>> {
+        self.shared
             .streams
             .read()
-            .unwrap_or_else(|p| p.into_inner());
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The first stream one of whose subjects satisfies `bound`.
+    fn stream_where(&self, bound: impl Fn(&str) -> bool) -> Option<String> {
+        let views = self.views();
         views
             .values()
             .find(|v| v.rec.config.subjects.iter().any(|s| bound(s)))
@@ -303,11 +308,7 @@ impl Store {
     }
 
     pub fn stream_info(&self, name: &str) -> Result<StreamInfo, StoreError> {
-        let views = self
-            .shared
-            .streams
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
+        let views = self.views();
         views
             .get(name)
             .map(|v| writer::info(&v.rec))
@@ -315,11 +316,7 @@ impl Store {
     }
 
     pub fn list_streams(&self) -> Vec<StreamInfo> {
-        let views = self
-            .shared
-            .streams
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
+        let views = self.views();
         views.values().map(|v| writer::info(&v.rec)).collect()
     }
 
@@ -332,11 +329,7 @@ impl Store {
 
     /// Watch a stream's last committed sequence.
     pub fn watch(&self, stream: &str) -> Result<watch::Receiver<u64>, StoreError> {
-        let views = self
-            .shared
-            .streams
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
+        let views = self.views();
         views
             .get(stream)
             .map(|v| v.tip.subscribe())
@@ -354,11 +347,7 @@ impl Store {
     }
 
     fn sid(&self, stream: &str) -> Result<(u32, tern_proto::StreamState), StoreError> {
-        let views = self
-            .shared
-            .streams
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
+        let views = self.views();
         views
             .get(stream)
             .map(|v| (v.rec.sid, v.rec.state.clone()))
