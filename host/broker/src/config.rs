@@ -45,6 +45,115 @@ pub struct Config {
     pub consumer: ConsumerConfig,
     pub shutdown: ShutdownConfig,
     pub plugins: PluginsConfig,
+    pub cluster: ClusterConfig,
+}
+
+/// Membership of a replicated region (`node_id = 0`: the node runs on its own).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// This node's id in its region, 1 or more; 0 runs the node on its own, with no log.
+    pub node_id: u64,
+    /// UDP address of this node's region endpoint (node-to-node traffic, mutual TLS).
+    pub listen: SocketAddr,
+    /// Every member of the region, this node included: `ID=REGION_ADDR/CLIENT_ADDR`.
+    pub peers: Vec<String>,
+    /// Directory of the development region CA (`region-ca.pem`), shared by every node of
+    /// the region; `<data_dir>/region-ca` when unset.
+    pub ca_dir: Option<PathBuf>,
+    /// Leader heartbeat interval.
+    pub heartbeat_ms: u64,
+    /// Randomized election timeout range: failover takes about one timeout plus a vote.
+    pub election_timeout_ms_min: u64,
+    pub election_timeout_ms_max: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        let raft = tern_region::RegionConfig::default();
+        ClusterConfig {
+            node_id: 0,
+            listen: SocketAddr::from(([127, 0, 0, 1], 7430)),
+            peers: Vec::new(),
+            ca_dir: None,
+            heartbeat_ms: raft.heartbeat_ms,
+            election_timeout_ms_min: raft.election_timeout_ms_min,
+            election_timeout_ms_max: raft.election_timeout_ms_max,
+        }
+    }
+}
+
+/// One member from `cluster.peers`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub id: u64,
+    pub region_addr: String,
+    pub client_addr: String,
+}
+
+impl std::str::FromStr for Peer {
+    type Err = ConfigError;
+
+    /// `ID=REGION_ADDR/CLIENT_ADDR`, e.g. `2=127.0.0.1:7432/127.0.0.1:7422`.
+    fn from_str(s: &str) -> Result<Peer, ConfigError> {
+        let bad = || {
+            ConfigError::Invalid(format!(
+                "cluster peer {s:?}: expected ID=REGION_ADDR/CLIENT_ADDR, e.g. 2=127.0.0.1:7432/127.0.0.1:7422"
+            ))
+        };
+        let (id, addrs) = s.split_once('=').ok_or_else(bad)?;
+        let (region_addr, client_addr) = addrs.split_once('/').ok_or_else(bad)?;
+        let id: u64 = id.trim().parse().map_err(|_| bad())?;
+        if id == 0 || region_addr.is_empty() || client_addr.is_empty() {
+            return Err(bad());
+        }
+        Ok(Peer {
+            id,
+            region_addr: region_addr.trim().to_owned(),
+            client_addr: client_addr.trim().to_owned(),
+        })
+    }
+}
+
+impl ClusterConfig {
+    /// The parsed members (empty when the node runs on its own).
+    pub fn members(&self) -> Result<Vec<Peer>, ConfigError> {
+        self.peers.iter().map(|p| p.parse()).collect()
+    }
+
+    /// The Raft settings these values make.
+    pub fn raft(&self, region: &str) -> tern_region::RegionConfig {
+        tern_region::RegionConfig {
+            cluster_name: region.to_owned(),
+            heartbeat_ms: self.heartbeat_ms,
+            election_timeout_ms_min: self.election_timeout_ms_min,
+            election_timeout_ms_max: self.election_timeout_ms_max,
+            ..tern_region::RegionConfig::default()
+        }
+    }
+
+    fn validate(&self, region: &str) -> Result<(), ConfigError> {
+        let members = self.members()?;
+        if self.node_id == 0 {
+            return Ok(());
+        }
+        let mut ids: Vec<u64> = members.iter().map(|p| p.id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.len() != members.len() {
+            return Err(ConfigError::Invalid("cluster.peers repeats an id".into()));
+        }
+        if !ids.contains(&self.node_id) {
+            return Err(ConfigError::Invalid(format!(
+                "cluster.peers must list this node (id {})",
+                self.node_id
+            )));
+        }
+        self.raft(region)
+            .to_openraft()
+            .map_err(|e| ConfigError::Invalid(format!("cluster: {e}")))?;
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -134,6 +243,7 @@ impl Default for Config {
             consumer: ConsumerConfig::default(),
             shutdown: ShutdownConfig::default(),
             plugins: PluginsConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -236,6 +346,7 @@ impl Config {
             tern_proto::subject::validate_name("region tag", tag)
                 .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         }
+        self.cluster.validate(&self.region)?;
         let p = &self.plugins;
         if p.call_deadline_ms == 0 || p.memory_bytes_max < 1024 * 1024 {
             return Err(ConfigError::Invalid(
@@ -267,6 +378,33 @@ mod tests {
         assert!(matches!(e, Err(ConfigError::Parse { .. })), "{e:?}");
         let e = Config::parse("[limits]\nconnection_max = 1\n", Path::new("x"));
         assert!(matches!(e, Err(ConfigError::Parse { .. })), "{e:?}");
+    }
+
+    #[test]
+    fn cluster_peers_parse_and_must_include_this_node() {
+        let ok = Config::parse(
+            "[cluster]\nnode_id = 2\npeers = [\"1=127.0.0.1:7431/127.0.0.1:7421\", \"2=127.0.0.1:7432/127.0.0.1:7422\"]\n",
+            Path::new("x"),
+        )
+        .unwrap();
+        let m = ok.cluster.members().unwrap();
+        assert_eq!(
+            m[1],
+            Peer {
+                id: 2,
+                region_addr: "127.0.0.1:7432".into(),
+                client_addr: "127.0.0.1:7422".into()
+            }
+        );
+        for bad in [
+            "[cluster]\nnode_id = 3\npeers = [\"1=a:1/b:1\"]\n",
+            "[cluster]\nnode_id = 1\npeers = [\"1=a:1\"]\n",
+            "[cluster]\nnode_id = 1\npeers = [\"1=a:1/b:1\", \"1=c:1/d:1\"]\n",
+            "[cluster]\nnode_id = 1\npeers = [\"1=a:1/b:1\"]\nheartbeat_ms = 5000\n",
+        ] {
+            let e = Config::parse(bad, Path::new("x"));
+            assert!(matches!(e, Err(ConfigError::Invalid(_))), "{bad}: {e:?}");
+        }
     }
 
     #[test]

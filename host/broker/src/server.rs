@@ -31,6 +31,9 @@ pub enum NodeError {
     /// Deployed plugins could not be restored.
     #[error("plugins: {0}")]
     Plugins(#[from] crate::plugins::PluginsError),
+    /// The node could not join its region.
+    #[error("region: {0}")]
+    Region(#[from] tern_region::NodeRegionError),
     /// The UDP socket could not be bound.
     #[error("binding {addr}: {source}")]
     Bind {
@@ -45,6 +48,8 @@ pub(crate) struct Ctx {
     pub store: Store,
     pub groups: Groups,
     pub plugins: Arc<Plugins>,
+    /// The node's region, when it replicates (`cluster.node_id` set).
+    pub region: Option<Arc<tern_region::NodeRegion>>,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
 }
@@ -74,7 +79,11 @@ impl Node {
         let (chain, key, ca) = match (&config.tls.cert, &config.tls.key) {
             (Some(c), Some(k)) => (tern_net::load_certs(c)?, tern_net::load_key(k)?, None),
             _ => {
-                let dev = tern_net::dev_certs(&config.data_dir)?;
+                // A region's nodes share one development CA, so clients trust them all.
+                let dev = match config.cluster.node_id {
+                    0 => tern_net::dev_certs(&config.data_dir)?,
+                    _ => tern_net::region_client_certs(&region_ca_dir(&config), &config.data_dir)?,
+                };
                 (
                     tern_net::load_certs(&dev.cert)?,
                     tern_net::load_key(&dev.key)?,
@@ -98,6 +107,10 @@ impl Node {
         let store = tokio::task::spawn_blocking(move || Store::open(opts))
             .await
             .map_err(|e| tern_net::NetError::Io(std::io::Error::other(e)))??;
+        let region = match config.cluster.node_id {
+            0 => None,
+            _ => Some(Arc::new(join_region(&config, &store).await?)),
+        };
         let plugins = {
             let (config, store) = (config.clone(), store.clone());
             tokio::task::spawn_blocking(move || Plugins::open(&config, &store))
@@ -115,6 +128,7 @@ impl Node {
             config,
             store,
             plugins,
+            region,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
         });
@@ -160,6 +174,9 @@ impl Node {
         }
         self.endpoint.close(0u32.into(), b"shutting down");
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+        if let Some(region) = &self.ctx.region {
+            region.shutdown().await;
+        }
         let store = self.ctx.store.clone();
         drop(self.ctx);
         let _ = tokio::task::spawn_blocking(move || store.close()).await;
@@ -190,6 +207,43 @@ async fn accept_loop(endpoint: quinn::Endpoint, ctx: Arc<Ctx>) {
     }
 }
 
+fn region_ca_dir(config: &Config) -> PathBuf {
+    config
+        .cluster
+        .ca_dir
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("region-ca"))
+}
+
+/// Starts this node's Raft with its store as the state machine, on the region endpoint.
+async fn join_region(config: &Config, store: &Store) -> Result<tern_region::NodeRegion, NodeError> {
+    let c = &config.cluster;
+    let members = c
+        .members()?
+        .into_iter()
+        .map(|p| {
+            let addr = tern_region::NodeAddr::with_client(p.region_addr, p.client_addr);
+            (p.id, addr)
+        })
+        .collect();
+    let certs = tern_net::region_dev_certs(&region_ca_dir(config))?;
+    let cfg = tern_region::NodeRegionConfig {
+        id: c.node_id,
+        members,
+        listen: c.listen,
+        log_path: config.data_dir.join("region.redb"),
+        tls: tern_region::quic::RegionTls {
+            ca: certs.ca,
+            chain: certs.chain,
+            key: certs.key,
+        },
+        raft: c.raft(&config.region),
+    };
+    let region = tern_region::NodeRegion::start(cfg, store.clone()).await?;
+    tracing::info!(node_id = c.node_id, region = %config.region, listen = %c.listen, "joined region");
+    Ok(region)
+}
+
 async fn purge_loop(ctx: Arc<Ctx>) {
     let every = Duration::from_millis(ctx.config.storage.purge_interval_ms.max(10));
     loop {
@@ -206,6 +260,8 @@ async fn purge_loop(ctx: Arc<Ctx>) {
                 )
             }
             Ok(_) => {}
+            // In a region the leader purges for everyone, through the log.
+            Err(tern_store::StoreError::NotLeader(_)) => {}
             Err(e) => tracing::warn!(error = %e, "purge failed"),
         }
     }

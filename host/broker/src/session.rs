@@ -115,9 +115,14 @@ pub(crate) fn error_frame(req_id: u64, code: ErrorCode, message: impl Into<Strin
 }
 
 pub(crate) fn store_error(e: &StoreError) -> ErrorBody {
+    let message = match e {
+        // The message of `not_leader` is the leader's client address, for redirects.
+        StoreError::NotLeader(leader) => leader.clone().unwrap_or_default(),
+        e => e.to_string(),
+    };
     ErrorBody {
         code: e.code(),
-        message: e.to_string(),
+        message,
     }
 }
 

@@ -6,7 +6,8 @@ mod tls;
 
 pub use frames::{FrameReader, FrameWriter};
 pub use tls::{
-    client_config, dev_certs, load_certs, load_key, server_config, DevCerts, TransportLimits,
+    client_config, dev_certs, load_certs, load_key, region_client_certs, region_dev_certs,
+    server_config, DevCerts, RegionCerts, TransportLimits,
 };
 
 /// Failures of the transport boundary.

@@ -139,37 +139,129 @@ pub fn dev_certs(dir: &Path) -> Result<DevCerts, NetError> {
     }
     std::fs::create_dir_all(dir)?;
     let ca_key = rcgen::KeyPair::generate()?;
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "tern development CA");
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::CrlSign,
-    ];
+    let ca_params = ca_params("tern development CA")?;
     let ca_cert = ca_params.self_signed(&ca_key)?;
     let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let node_key = rcgen::KeyPair::generate()?;
-    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()])?;
-    params.subject_alt_names.push(rcgen::SanType::IpAddress(
-        "127.0.0.1"
-            .parse()
-            .map_err(|_| NetError::Pem("ip".into()))?,
-    ));
-    params.subject_alt_names.push(rcgen::SanType::IpAddress(
-        "::1".parse().map_err(|_| NetError::Pem("ip".into()))?,
-    ));
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "tern node");
-    let node_cert = params.signed_by(&node_key, &issuer)?;
+    let (node_cert, node_key) = loopback_cert("tern node", &issuer)?;
     // Write the key first and the CA last: a crash in between leaves no CA, so the next
     // start regenerates everything instead of trusting a half-written set.
     write_private(&out.key, node_key.serialize_pem().as_bytes())?;
     std::fs::write(&out.cert, node_cert.pem())?;
     std::fs::write(&out.ca, ca_cert.pem())?;
     Ok(out)
+}
+
+fn ca_params(name: &str) -> Result<rcgen::CertificateParams, NetError> {
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    p.distinguished_name.push(rcgen::DnType::CommonName, name);
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    p.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    Ok(p)
+}
+
+/// A certificate for `localhost`, `127.0.0.1` and `::1`, signed by `issuer`.
+fn loopback_cert(
+    name: &str,
+    issuer: &rcgen::Issuer<'_, rcgen::KeyPair>,
+) -> Result<(rcgen::Certificate, rcgen::KeyPair), NetError> {
+    let key = rcgen::KeyPair::generate()?;
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()])?;
+    for ip in ["127.0.0.1", "::1"] {
+        let ip = ip.parse().map_err(|_| NetError::Pem("ip".into()))?;
+        params.subject_alt_names.push(rcgen::SanType::IpAddress(ip));
+    }
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    Ok((params.signed_by(&key, issuer)?, key))
+}
+
+const REGION_CA_NAME: &str = "tern development region CA";
+
+/// The certificates a node speaks to its region peers with (mutual TLS).
+pub struct RegionCerts {
+    /// The region CA, which every peer's certificate must chain to.
+    pub ca: Vec<CertificateDer<'static>>,
+    /// This node's certificate.
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+}
+
+/// Development region certificates: a region CA kept in `ca_dir/region-ca.pem` (made by
+/// the first node of the region to start, and shared by every node given the same
+/// directory), and a fresh loopback certificate for this node signed by it.
+///
+/// The CA file holds the CA's private key: this is for a region on one machine (tests,
+/// trying tern out). A real region uses certificates from the operator's own CA.
+pub fn region_dev_certs(ca_dir: &Path) -> Result<RegionCerts, NetError> {
+    let (ca, _, issuer) = region_ca(ca_dir)?;
+    let (cert, key) = loopback_cert("tern region node", &issuer)?;
+    Ok(RegionCerts {
+        ca,
+        chain: vec![cert.der().clone()],
+        key: PrivateKeyDer::try_from(key.serialize_der())
+            .map_err(|e| NetError::Pem(format!("region key: {e}")))?,
+    })
+}
+
+/// Development client-facing certificates for a node of a region: like [`dev_certs`], but
+/// signed by the region CA of `ca_dir`, so one CA file (`data_dir/ca.pem`, the region CA
+/// certificate) lets clients trust every node of the region.
+pub fn region_client_certs(ca_dir: &Path, data_dir: &Path) -> Result<DevCerts, NetError> {
+    let (_, ca_pem, issuer) = region_ca(ca_dir)?;
+    std::fs::create_dir_all(data_dir)?;
+    let out = DevCerts {
+        ca: data_dir.join("ca.pem"),
+        cert: data_dir.join("node.pem"),
+        key: data_dir.join("node.key"),
+    };
+    let (cert, key) = loopback_cert("tern node", &issuer)?;
+    write_private(&out.key, key.serialize_pem().as_bytes())?;
+    std::fs::write(&out.cert, cert.pem())?;
+    std::fs::write(&out.ca, ca_pem)?;
+    Ok(out)
+}
+
+/// The region CA certificate, its PEM text, and an issuer, from `ca_dir/region-ca.pem`
+/// (made on first use).
+type RegionCa = (
+    Vec<CertificateDer<'static>>,
+    String,
+    rcgen::Issuer<'static, rcgen::KeyPair>,
+);
+
+fn region_ca(ca_dir: &Path) -> Result<RegionCa, NetError> {
+    std::fs::create_dir_all(ca_dir)?;
+    let path = ca_dir.join("region-ca.pem");
+    if !path.exists() {
+        let key = rcgen::KeyPair::generate()?;
+        let cert = ca_params(REGION_CA_NAME)?.self_signed(&key)?;
+        let tmp = ca_dir.join(format!(".region-ca.{}.tmp", std::process::id()));
+        write_private(
+            &tmp,
+            format!("{}{}", cert.pem(), key.serialize_pem()).as_bytes(),
+        )?;
+        std::fs::File::open(&tmp)?.sync_all()?;
+        // Nodes of a region may start together: the first link wins, the others use it.
+        let linked = std::fs::hard_link(&tmp, &path);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let pem = std::fs::read_to_string(&path)?;
+    let key_at = pem
+        .find("-----BEGIN PRIVATE KEY-----")
+        .ok_or_else(|| NetError::Pem(format!("{}: no private key", path.display())))?;
+    let key = rcgen::KeyPair::from_pem(&pem[key_at..])?;
+    // The same parameters the CA certificate was made from: same subject, same key.
+    let issuer = rcgen::Issuer::new(ca_params(REGION_CA_NAME)?, key);
+    Ok((load_certs(&path)?, pem[..key_at].to_owned(), issuer))
 }
 
 fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {

@@ -77,6 +77,13 @@ pub enum ErrorCode {
     /// A component failed validation or does not implement the hook's world; the running
     /// version stays.
     InvalidPlugin = 20,
+    /// This node is a follower in its region and does not take writes. The message is the
+    /// leader's client address when the node knows it, empty otherwise. Retryable there.
+    NotLeader = 21,
+    /// The region could not commit the write now (no leader, no quorum, or leadership
+    /// changed while it was in flight). It may or may not have been stored: retry with the
+    /// same message ids, which makes the retry safe.
+    Unavailable = 22,
 }
 
 impl ErrorCode {
@@ -90,6 +97,8 @@ impl ErrorCode {
                 | ErrorCode::LimitExceeded
                 | ErrorCode::Busy
                 | ErrorCode::PluginFailed
+                | ErrorCode::NotLeader
+                | ErrorCode::Unavailable
         )
     }
 
@@ -116,6 +125,8 @@ impl ErrorCode {
             18 => PluginFailed,
             19 => PluginNotFound,
             20 => InvalidPlugin,
+            21 => NotLeader,
+            22 => Unavailable,
             _ => Internal,
         }
     }
@@ -144,6 +155,8 @@ impl ErrorCode {
             PluginFailed => "plugin_failed",
             PluginNotFound => "plugin_not_found",
             InvalidPlugin => "invalid_plugin",
+            NotLeader => "not_leader",
+            Unavailable => "unavailable",
         }
     }
 }

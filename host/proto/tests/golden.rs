@@ -804,6 +804,8 @@ fn error_code_numbers() {
         (PluginFailed, 18, "plugin_failed", true),
         (PluginNotFound, 19, "plugin_not_found", false),
         (InvalidPlugin, 20, "invalid_plugin", false),
+        (NotLeader, 21, "not_leader", true),
+        (Unavailable, 22, "unavailable", true),
     ];
     for (code, number, name, retryable) in codes {
         assert_eq!(code as u16, number);
@@ -813,6 +815,6 @@ fn error_code_numbers() {
     }
     // Unknown numbers (from a newer node) read as `internal`.
     assert_eq!(ErrorCode::from_u16(0), Internal);
-    assert_eq!(ErrorCode::from_u16(21), Internal);
+    assert_eq!(ErrorCode::from_u16(23), Internal);
     assert_eq!(ErrorCode::from_u16(u16::MAX), Internal);
 }

@@ -22,6 +22,7 @@ const PAYLOAD_MEMBERSHIP: u8 = 2;
 const CMD_APPEND: u8 = 1;
 const CMD_PUT: u8 = 2;
 const CMD_DELETE: u8 = 3;
+const CMD_STORE: u8 = 4;
 
 /// A stored record could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -247,6 +248,16 @@ fn put_command(e: &mut Enc, c: &Command) -> Result<(), CodecError> {
             e.u8(CMD_DELETE);
             e.str(key)?;
         }
+        Command::Store {
+            proposer,
+            proposal,
+            entry,
+        } => {
+            e.u8(CMD_STORE);
+            e.u64(*proposer);
+            e.u64(*proposal);
+            e.bytes(entry)?;
+        }
     }
     Ok(())
 }
@@ -268,6 +279,11 @@ fn get_command(d: &mut Dec<'_>) -> Result<Command, CodecError> {
             Ok(Command::Put { key, value })
         }
         CMD_DELETE => Ok(Command::Delete { key: d.string()? }),
+        CMD_STORE => Ok(Command::Store {
+            proposer: d.u64()?,
+            proposal: d.u64()?,
+            entry: d.bytes()?.to_vec(),
+        }),
         _ => Err(d.err("unknown command tag")),
     }
 }

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::NodeId;
+
 use crate::limits::{
     APPEND_BATCH_BYTES_MAX, APPEND_BATCH_MSGS_MAX, KEY_BYTES_MAX, STREAM_NAME_BYTES_MAX,
     VALUE_BYTES_MAX,
@@ -21,6 +23,14 @@ pub enum Command {
     Put { key: String, value: Vec<u8> },
     /// Remove a key of the replicated key-value state; removing a missing key is not an error.
     Delete { key: String },
+    /// A node's store changes: an encoded `tern_store::LogEntry`, which the node's state
+    /// machine applies to its store. `proposer` and `proposal` let the proposing node hand
+    /// the outcomes back to the requests that made the entry.
+    Store {
+        proposer: NodeId,
+        proposal: u64,
+        entry: Vec<u8>,
+    },
 }
 
 /// What applying a command produced.
@@ -39,12 +49,23 @@ pub enum Response {
 pub struct NodeAddr {
     /// The node's QUIC address for region traffic, `host:port`.
     pub quic_addr: String,
+    /// The node's QUIC address for clients, `host:port` (where followers redirect writes).
+    #[serde(default)]
+    pub client_addr: String,
 }
 
 impl NodeAddr {
     pub fn new(quic_addr: impl Into<String>) -> NodeAddr {
         NodeAddr {
             quic_addr: quic_addr.into(),
+            client_addr: String::new(),
+        }
+    }
+
+    pub fn with_client(quic_addr: impl Into<String>, client_addr: impl Into<String>) -> NodeAddr {
+        NodeAddr {
+            quic_addr: quic_addr.into(),
+            client_addr: client_addr.into(),
         }
     }
 }
@@ -93,6 +114,11 @@ impl Command {
                 }
             }
             Command::Delete { key } => check_key(key)?,
+            Command::Store { entry, .. } => {
+                if entry.is_empty() || entry.len() > APPEND_BATCH_BYTES_MAX {
+                    return Err(CommandError::BatchBytes);
+                }
+            }
         }
         Ok(())
     }

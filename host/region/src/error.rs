@@ -17,6 +17,9 @@ pub enum RegionStoreError {
     /// The file was written by a build with another region table format.
     #[error("region format {found} is not supported by this version (expected {expected})")]
     UnknownFormat { found: u64, expected: u64 },
+    /// The node's store failed to apply committed entries.
+    #[error("store: {0}")]
+    Node(#[from] tern_store::StoreError),
     /// A snapshot's blob does not describe the state its metadata names.
     #[error("snapshot blob ends at {blob} but its metadata says {meta}")]
     SnapshotMismatch { blob: String, meta: String },

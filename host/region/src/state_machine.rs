@@ -106,6 +106,8 @@ fn apply_command(
             kv.remove(key.as_str())?;
             Ok(Response::Applied)
         }
+        // A node's store changes: applied by the node's own state machine (StoreMachine).
+        Command::Store { .. } => Ok(Response::Applied),
     }
 }
 

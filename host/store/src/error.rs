@@ -42,6 +42,13 @@ pub enum StoreError {
     /// The store is closed (the node is shutting down).
     #[error("store is closed")]
     Closed,
+    /// This node follows a region leader and takes no writes; the leader's client address
+    /// when known.
+    #[error("not the region leader{}", .0.as_deref().map(|a| format!("; the leader is at {a}")).unwrap_or_default())]
+    NotLeader(Option<String>),
+    /// The region could not commit the change now; it may or may not be stored.
+    #[error("region unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl StoreError {
@@ -60,16 +67,20 @@ impl StoreError {
             StoreError::InvalidSubject(_) => ErrorCode::InvalidSubject,
             StoreError::GroupMismatch(_) => ErrorCode::GroupMismatch,
             StoreError::Closed => ErrorCode::ShuttingDown,
+            StoreError::NotLeader(_) => ErrorCode::NotLeader,
+            StoreError::Unavailable(_) => ErrorCode::Unavailable,
         }
     }
 
     /// A copy for fanning one failure out to every request of a batch.
-    pub(crate) fn duplicate(&self) -> StoreError {
+    pub fn duplicate(&self) -> StoreError {
         match self {
             StoreError::DiskFull => StoreError::DiskFull,
             StoreError::Closed => StoreError::Closed,
             StoreError::Corrupt(w) => StoreError::Corrupt(w),
             StoreError::UnknownFormat(v) => StoreError::UnknownFormat(*v),
+            StoreError::NotLeader(a) => StoreError::NotLeader(a.clone()),
+            StoreError::Unavailable(w) => StoreError::Unavailable(w.clone()),
             other => StoreError::Storage(Box::new(redb::Error::Io(std::io::Error::other(
                 other.to_string(),
             )))),

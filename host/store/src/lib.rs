@@ -5,6 +5,7 @@
 //! commit is durable. Reads use redb's MVCC read transactions and never block the writer.
 
 mod backend;
+mod change;
 mod chunks;
 mod error;
 mod records;
@@ -12,17 +13,20 @@ mod tables;
 mod writer;
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use redb::{Database, ReadableDatabase, ReadableTable};
 use tern_proto::{PubMessage, Receipt, StartPosition, StreamConfig, StreamInfo};
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use backend::FaultSwitch;
+pub use change::{Change, LogEntry, Outcome};
 pub use error::StoreError;
 pub use records::{GroupRecord, Prepared, StoredMessage};
-pub use writer::{GroupUpdate, PendingRow};
+pub use writer::{now_ms, GroupUpdate, PendingRow};
 
 use records::StreamRecord;
 use tables::*;
@@ -109,10 +113,25 @@ impl Shared {
 /// later write until the file is closed and reopened); readers take a clone per read.
 pub(crate) type DbSlot = Arc<RwLock<Option<Arc<Database>>>>;
 
+/// A future a [`ReplicatedLog`] returns.
+pub type LogFuture = Pin<Box<dyn Future<Output = Result<Vec<Outcome>, StoreError>> + Send>>;
+
+/// A log every change goes through before the store applies it: a region's Raft log.
+/// With one attached ([`Store::attach_log`]), the store's write methods propose their
+/// change to the log and answer with what applying it produced; the log's state machine
+/// feeds committed entries to [`Store::apply_log`] on every node.
+pub trait ReplicatedLog: Send + Sync + 'static {
+    /// Proposes `changes` as one entry. Resolves once the entry is committed and applied
+    /// on this node, with one outcome per change; or with `NotLeader` / `Unavailable`.
+    fn propose(&self, changes: Vec<Change>) -> LogFuture;
+}
+
 /// Handle to an open store. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     db: DbSlot,
+    /// The region log changes go through, once attached.
+    log: Arc<OnceLock<Arc<dyn ReplicatedLog>>>,
     /// Region stamped as `origin` on accepted messages.
     origin: Arc<str>,
     tx: mpsc::Sender<Op>,
@@ -152,6 +171,7 @@ impl Store {
             .map_err(|e| StoreError::from(redb::Error::Io(e)))?;
         Ok(Store {
             db,
+            log: Arc::default(),
             origin,
             tx,
             shared,
@@ -174,10 +194,38 @@ impl Store {
     pub async fn append(&self, msgs: Vec<PubMessage>) -> Vec<Result<Receipt, StoreError>> {
         let n = msgs.len();
         let msgs = self.prepare(msgs);
-        match self.call(|reply| Op::Append { msgs, reply }).await {
+        let result = match self.log.get() {
+            Some(log) => replicate(log, Change::Append(msgs))
+                .await
+                .and_then(Outcome::into_append),
+            None => self.call(|reply| Op::Append { msgs, reply }).await,
+        };
+        match result {
             Ok(v) => v,
             Err(e) => (0..n).map(|_| Err(e.duplicate())).collect(),
         }
+    }
+
+    /// Sends every later change through `log` (a region's Raft log) instead of straight to
+    /// the writer. Set once, when the node joins its region; later calls are ignored.
+    pub fn attach_log(&self, log: Arc<dyn ReplicatedLog>) {
+        let _ = self.log.set(log);
+    }
+
+    /// Applies committed log entries, in order, in one durable commit together with
+    /// `marker` (state-table writes recording how far the log is applied). Returns each
+    /// entry's outcomes. An `Err` means nothing was applied.
+    pub async fn apply_log(
+        &self,
+        entries: Vec<LogEntry>,
+        marker: Vec<(String, Option<Vec<u8>>)>,
+    ) -> Result<Vec<Vec<Outcome>>, StoreError> {
+        self.call(|reply| Op::Apply {
+            entries,
+            marker,
+            reply,
+        })
+        .await?
     }
 
     /// Encode messages in the caller's task, so the writer thread only stamps and copies.
@@ -196,6 +244,23 @@ impl Store {
     ) -> Result<oneshot::Receiver<Vec<Result<Receipt, StoreError>>>, StoreError> {
         let msgs = self.prepare(msgs);
         let (reply, rx) = oneshot::channel();
+        if let Some(log) = self.log.get() {
+            // The log orders proposals as they are made, here, before this returns.
+            let n = msgs.len();
+            let proposed = log.propose(vec![Change::Append(msgs)]);
+            tokio::spawn(async move {
+                let out = match proposed
+                    .await
+                    .and_then(take_one)
+                    .and_then(Outcome::into_append)
+                {
+                    Ok(v) => v,
+                    Err(e) => (0..n).map(|_| Err(e.duplicate())).collect(),
+                };
+                let _ = reply.send(out);
+            });
+            return Ok(rx);
+        }
         self.tx
             .send(Op::Append { msgs, reply })
             .await
@@ -205,6 +270,11 @@ impl Store {
 
     /// Create a stream; creating an identical one again returns it unchanged.
     pub async fn create_stream(&self, config: StreamConfig) -> Result<StreamInfo, StoreError> {
+        if let Some(log) = self.log.get() {
+            return replicate(log, Change::CreateStream(config))
+                .await?
+                .into_stream();
+        }
         self.call(|reply| Op::CreateStream { config, reply })
             .await?
     }
@@ -212,11 +282,19 @@ impl Store {
     /// Delete a stream with its messages, dedup index and consumer groups.
     pub async fn delete_stream(&self, name: &str) -> Result<(), StoreError> {
         let name = name.to_owned();
+        if let Some(log) = self.log.get() {
+            return replicate(log, Change::DeleteStream(name))
+                .await?
+                .into_unit();
+        }
         self.call(|reply| Op::DeleteStream { name, reply }).await?
     }
 
     /// Apply retention (age, bytes, count) and prune dedup entries older than their window.
     pub async fn purge(&self, now_ms: u64) -> Result<PurgeReport, StoreError> {
+        if let Some(log) = self.log.get() {
+            return replicate(log, Change::Purge { now_ms }).await?.into_purge();
+        }
         self.call(|reply| Op::Purge { now_ms, reply }).await?
     }
 
@@ -239,6 +317,10 @@ impl Store {
             cursor: 0,
         };
         let name = name.to_owned();
+        if let Some(log) = self.log.get() {
+            let c = Change::OpenGroup { group, name, start };
+            return replicate(log, c).await?.into_group();
+        }
         self.call(|reply| Op::OpenGroup {
             group,
             name,
@@ -250,6 +332,15 @@ impl Store {
 
     /// Durably apply a group's cursor move, deliveries, acks and dead letters, atomically.
     pub async fn update_group(&self, update: GroupUpdate) -> Result<(), StoreError> {
+        if let Some(log) = self.log.get() {
+            let mut update = update;
+            let dead_letters = self.prepare(std::mem::take(&mut update.dead_letters));
+            let c = Change::UpdateGroup {
+                update,
+                dead_letters,
+            };
+            return replicate(log, c).await?.into_unit();
+        }
         self.call(|reply| Op::UpdateGroup { update, reply }).await?
     }
 
@@ -259,6 +350,9 @@ impl Store {
         &self,
         writes: Vec<(String, Option<Vec<u8>>)>,
     ) -> Result<(), StoreError> {
+        if let Some(log) = self.log.get() {
+            return replicate(log, Change::PutState(writes)).await?.into_unit();
+        }
         self.call(|reply| Op::PutState { writes, reply }).await?
     }
 
@@ -493,4 +587,16 @@ pub(crate) fn load(db: &Database) -> Result<BTreeMap<String, StreamRecord>, Stor
         out.insert(k.value().to_owned(), records::decode_stream(v.value())?);
     }
     Ok(out)
+}
+
+/// Proposes one change and returns its outcome.
+async fn replicate(log: &Arc<dyn ReplicatedLog>, c: Change) -> Result<Outcome, StoreError> {
+    take_one(log.propose(vec![c]).await?)
+}
+
+fn take_one(mut outcomes: Vec<Outcome>) -> Result<Outcome, StoreError> {
+    match (outcomes.pop(), outcomes.is_empty()) {
+        (Some(o), true) => Ok(o),
+        _ => Err(StoreError::Corrupt("log outcome")),
+    }
 }

@@ -40,13 +40,13 @@ pub(crate) fn message_size(headers: &Headers, payload_len: usize) -> u64 {
     (h + payload_len) as u64
 }
 
-struct Cursor<'a> {
-    b: &'a [u8],
-    what: &'static str,
+pub(crate) struct Cursor<'a> {
+    pub(crate) b: &'a [u8],
+    pub(crate) what: &'static str,
 }
 
 impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], StoreError> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], StoreError> {
         if self.b.len() < n {
             return Err(StoreError::Corrupt(self.what));
         }
@@ -54,34 +54,34 @@ impl<'a> Cursor<'a> {
         self.b = t;
         Ok(h)
     }
-    fn u8(&mut self) -> Result<u8, StoreError> {
+    pub(crate) fn u8(&mut self) -> Result<u8, StoreError> {
         Ok(self.take(1)?[0])
     }
-    fn u16(&mut self) -> Result<u16, StoreError> {
+    pub(crate) fn u16(&mut self) -> Result<u16, StoreError> {
         let b = self.take(2)?;
         Ok(u16::from_be_bytes([b[0], b[1]]))
     }
-    fn u32(&mut self) -> Result<u32, StoreError> {
+    pub(crate) fn u32(&mut self) -> Result<u32, StoreError> {
         let b = self.take(4)?;
         Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
-    fn u64(&mut self) -> Result<u64, StoreError> {
+    pub(crate) fn u64(&mut self) -> Result<u64, StoreError> {
         let mut a = [0u8; 8];
         a.copy_from_slice(self.take(8)?);
         Ok(u64::from_be_bytes(a))
     }
-    fn str(&mut self) -> Result<String, StoreError> {
+    pub(crate) fn str(&mut self) -> Result<String, StoreError> {
         let n = self.u16()? as usize;
         let b = self.take(n)?;
         String::from_utf8(b.to_vec()).map_err(|_| StoreError::Corrupt(self.what))
     }
-    fn opt_str(&mut self) -> Result<Option<String>, StoreError> {
+    pub(crate) fn opt_str(&mut self) -> Result<Option<String>, StoreError> {
         match self.u8()? {
             0 => Ok(None),
             _ => Ok(Some(self.str()?)),
         }
     }
-    fn format(&mut self) -> Result<(), StoreError> {
+    pub(crate) fn format(&mut self) -> Result<(), StoreError> {
         match self.u8()? {
             RECORD_FORMAT => Ok(()),
             v => Err(StoreError::UnknownFormat(v)),
@@ -89,12 +89,12 @@ impl<'a> Cursor<'a> {
     }
 }
 
-fn put_str(out: &mut BytesMut, s: &str) {
+pub(crate) fn put_str(out: &mut BytesMut, s: &str) {
     out.put_u16(s.len() as u16);
     out.put_slice(s.as_bytes());
 }
 
-fn put_opt_str(out: &mut BytesMut, s: Option<&str>) {
+pub(crate) fn put_opt_str(out: &mut BytesMut, s: Option<&str>) {
     match s {
         Some(s) => {
             out.put_u8(1);
@@ -150,6 +150,25 @@ impl Prepared {
             size_bytes,
             record: out.to_vec(),
         }
+    }
+
+    /// A message another node prepared (from a replicated log entry): the fields the
+    /// writer needs are read back from the record, whose stamp fields are still zero.
+    pub(crate) fn from_record(record: Vec<u8>, producer_id: bool) -> Result<Prepared, StoreError> {
+        let m = decode_message(0, &record)?;
+        Ok(Prepared {
+            size_bytes: m.size_bytes(),
+            subject: m.subject,
+            id: m.id,
+            producer_id,
+            key: m.key,
+            record,
+        })
+    }
+
+    /// Bytes of the encoded record.
+    pub fn record_len(&self) -> usize {
+        self.record.len()
     }
 
     /// Fill in the stamp fields.

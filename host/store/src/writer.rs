@@ -14,6 +14,7 @@ use tern_proto::{
 };
 use tokio::sync::{mpsc, oneshot};
 
+use crate::change::{Change, LogEntry, Outcome};
 use crate::chunks::{self, ChunkBuf};
 use crate::error::StoreError;
 use crate::records::{self, GroupRecord, Prepared, StreamRecord};
@@ -54,6 +55,13 @@ pub(crate) enum Op {
     PutState {
         writes: Vec<(String, Option<Vec<u8>>)>,
         reply: Reply<()>,
+    },
+    /// Replicated log entries, in log order, with the state writes (applied position,
+    /// membership) that must commit in the same transaction.
+    Apply {
+        entries: Vec<LogEntry>,
+        marker: Vec<(String, Option<Vec<u8>>)>,
+        reply: Reply<Vec<Vec<Outcome>>>,
     },
 }
 
@@ -99,6 +107,14 @@ impl Op {
     fn message_count(&self) -> usize {
         match self {
             Op::Append { msgs, .. } => msgs.len(),
+            Op::Apply { entries, .. } => entries
+                .iter()
+                .flat_map(|e| &e.changes)
+                .map(|c| match c {
+                    Change::Append(m) => m.len(),
+                    _ => 1,
+                })
+                .sum(),
             _ => 1,
         }
     }
@@ -114,6 +130,7 @@ impl Op {
             Op::OpenGroup { reply, .. } => drop(reply.send(Err(e.duplicate()))),
             Op::UpdateGroup { reply, .. } => drop(reply.send(Err(e.duplicate()))),
             Op::PutState { reply, .. } => drop(reply.send(Err(e.duplicate()))),
+            Op::Apply { reply, .. } => drop(reply.send(Err(e.duplicate()))),
         }
     }
 }
@@ -131,6 +148,10 @@ enum Answer {
         Reply<(GroupRecord, Vec<PendingRow>)>,
         Result<(GroupRecord, Vec<PendingRow>), StoreError>,
     ),
+    Apply(
+        Reply<Vec<Vec<Outcome>>>,
+        Result<Vec<Vec<Outcome>>, StoreError>,
+    ),
 }
 
 impl Answer {
@@ -141,6 +162,7 @@ impl Answer {
             Answer::Unit(r, v) => drop(r.send(v)),
             Answer::Purge(r, v) => drop(r.send(v)),
             Answer::Group(r, v) => drop(r.send(v)),
+            Answer::Apply(r, v) => drop(r.send(v)),
         }
     }
 
@@ -152,6 +174,7 @@ impl Answer {
             Answer::Unit(r, _) => drop(r.send(Err(e.duplicate()))),
             Answer::Purge(r, _) => drop(r.send(Err(e.duplicate()))),
             Answer::Group(r, _) => drop(r.send(Err(e.duplicate()))),
+            Answer::Apply(r, _) => drop(r.send(Err(e.duplicate()))),
         }
     }
 }
@@ -165,9 +188,15 @@ pub(crate) struct BatchState {
     chunks: BTreeMap<u32, ChunkBuf>,
     /// Sequence of the message being pushed (first sequence of a chunk it opens).
     next_seq: u64,
+    /// The clock of the log entry being applied; the wall clock when `None`.
+    clock_ms: Option<u64>,
 }
 
 impl BatchState {
+    fn now_ms(&self) -> u64 {
+        self.clock_ms.unwrap_or_else(now_ms)
+    }
+
     fn push(
         &mut self,
         sid: u32,
@@ -225,7 +254,8 @@ pub(crate) struct Writer {
     pub(crate) broken: bool,
 }
 
-pub(crate) fn now_ms() -> u64 {
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -466,7 +496,81 @@ impl Writer {
                 let (r, f) = split(put_state(writes, t).map(Ok));
                 (Answer::Unit(reply, r), f)
             }
+            Op::Apply {
+                entries,
+                marker,
+                reply,
+            } => {
+                let applied = self.apply_entries(entries, t, streams, hlc, batch);
+                batch.clock_ms = None;
+                let (r, f) = split(applied.and_then(|out| put_state(marker, t).map(|()| Ok(out))));
+                (Answer::Apply(reply, r), f)
+            }
         }
+    }
+
+    /// Apply replicated entries in order, each on its own clock. Every outcome is a
+    /// function of the entries and the stored state, so every node computes the same ones.
+    fn apply_entries(
+        &self,
+        entries: Vec<LogEntry>,
+        t: &mut Tables<'_>,
+        streams: &mut BTreeMap<String, StreamRecord>,
+        hlc: &mut u64,
+        batch: &mut BatchState,
+    ) -> Result<Vec<Vec<Outcome>>, StoreError> {
+        let mut out = Vec::with_capacity(entries.len());
+        for e in entries {
+            batch.clock_ms = Some(e.time_ms);
+            let mut outcomes = Vec::with_capacity(e.changes.len());
+            for c in e.changes {
+                outcomes.push(self.apply_change(c, t, streams, hlc, batch)?);
+            }
+            out.push(outcomes);
+        }
+        Ok(out)
+    }
+
+    fn apply_change(
+        &self,
+        c: Change,
+        t: &mut Tables<'_>,
+        streams: &mut BTreeMap<String, StreamRecord>,
+        hlc: &mut u64,
+        batch: &mut BatchState,
+    ) -> Result<Outcome, StoreError> {
+        Ok(match c {
+            Change::Append(msgs) => {
+                let mut out = Vec::with_capacity(msgs.len());
+                for m in msgs {
+                    out.push(self.append_one(m, t, streams, hlc, batch)?);
+                }
+                Outcome::Append(out)
+            }
+            Change::CreateStream(config) => {
+                Outcome::Stream(self.create_stream(config, t, streams)?)
+            }
+            Change::DeleteStream(name) => Outcome::Unit(delete_stream(&name, t, streams)?),
+            Change::Purge { now_ms } => Outcome::Purge(Ok(purge_all(t, streams, now_ms)?)),
+            Change::OpenGroup { group, name, start } => {
+                Outcome::Group(open_group(group, &name, start, t, streams)?)
+            }
+            Change::UpdateGroup {
+                update,
+                dead_letters,
+            } => Outcome::Unit(self.update_group_prepared(
+                update,
+                dead_letters,
+                t,
+                streams,
+                hlc,
+                batch,
+            )?),
+            Change::PutState(writes) => {
+                put_state(writes, t)?;
+                Outcome::Unit(Ok(()))
+            }
+        })
     }
 
     /// Store one message (or find its original). `Err` is a storage failure that voids the
@@ -503,7 +607,7 @@ impl Writer {
                 }));
             }
         }
-        *hlc = (*hlc + 1).max(now_ms() << 16);
+        *hlc = (*hlc + 1).max(batch.now_ms() << 16);
         let seq = rec.state.last_seq + 1;
         let key_seq = match &m.key {
             Some(k) => {
@@ -588,7 +692,23 @@ impl Writer {
 
     fn update_group(
         &self,
+        mut u: GroupUpdate,
+        t: &mut Tables<'_>,
+        streams: &mut BTreeMap<String, StreamRecord>,
+        hlc: &mut u64,
+        batch: &mut BatchState,
+    ) -> Result<Result<(), StoreError>, StoreError> {
+        let dead_letters = std::mem::take(&mut u.dead_letters)
+            .into_iter()
+            .map(|m| Prepared::new(m, &self.opts.origin))
+            .collect();
+        self.update_group_prepared(u, dead_letters, t, streams, hlc, batch)
+    }
+
+    fn update_group_prepared(
+        &self,
         u: GroupUpdate,
+        dead_letters: Vec<Prepared>,
         t: &mut Tables<'_>,
         streams: &mut BTreeMap<String, StreamRecord>,
         hlc: &mut u64,
@@ -606,8 +726,7 @@ impl Writer {
             return Ok(Err(StoreError::GroupMismatch(u.group)));
         };
         let mut g = records::decode_group(&raw)?;
-        for m in u.dead_letters {
-            let m = Prepared::new(m, &self.opts.origin);
+        for m in dead_letters {
             if let Err(e) = self.append_one(m, t, streams, hlc, batch)? {
                 // A dead letter that cannot be stored keeps its pending row: nothing is lost.
                 return Ok(Err(e));

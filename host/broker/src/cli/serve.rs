@@ -22,6 +22,22 @@ pub struct ServeArgs {
     /// PEM private key (overrides `tls.key`).
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Region name (overrides `region`).
+    #[arg(long)]
+    region: Option<String>,
+    /// This node's id in its region (overrides `cluster.node_id`; 0 runs on its own).
+    #[arg(long)]
+    node_id: Option<u64>,
+    /// Every region member, this node included, comma-separated
+    /// `ID=REGION_ADDR/CLIENT_ADDR` (overrides `cluster.peers`).
+    #[arg(long, value_delimiter = ',')]
+    peers: Option<Vec<String>>,
+    /// Region endpoint address (overrides `cluster.listen`).
+    #[arg(long)]
+    region_listen: Option<SocketAddr>,
+    /// Directory of the shared development region CA (overrides `cluster.ca_dir`).
+    #[arg(long)]
+    region_ca_dir: Option<PathBuf>,
 }
 
 pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
@@ -34,6 +50,21 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(l) = a.listen {
         config.listen = l;
+    }
+    if let Some(r) = a.region {
+        config.region = r;
+    }
+    if let Some(id) = a.node_id {
+        config.cluster.node_id = id;
+    }
+    if let Some(p) = a.peers {
+        config.cluster.peers = p;
+    }
+    if let Some(l) = a.region_listen {
+        config.cluster.listen = l;
+    }
+    if a.region_ca_dir.is_some() {
+        config.cluster.ca_dir = a.region_ca_dir;
     }
     if a.tls_cert.is_some() {
         config.tls.cert = a.tls_cert;

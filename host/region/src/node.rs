@@ -1,0 +1,452 @@
+//! A tern node in a region: openraft whose state machine is the node's own store.
+//!
+//! Writes: every store change is proposed to the Raft log ([`Proposer`], attached to the
+//! store with `Store::attach_log`), and the store applies committed entries in log order
+//! ([`StoreMachine`]). The proposing node hands each request what applying its change
+//! produced, so a publish is acknowledged only once its entry is committed on a quorum
+//! and applied here. A node that is not the leader refuses with `NotLeader` and the
+//! leader's client address.
+//!
+//! Durability: the log (its own redb file) is fsynced before openraft hears an entry is
+//! stored, and the store's apply commits durably too, with the applied log id in the same
+//! transaction; after a crash openraft re-applies from that id.
+//!
+//! Not yet: snapshots. The log is never purged, so a new or wiped member catches up by
+//! replaying the whole log.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use openraft::error::ClientWriteError;
+use openraft::storage::RaftStateMachine;
+use openraft::{
+    EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotPolicy, StorageError,
+    StoredMembership,
+};
+use tern_proto::AckLevel;
+use tern_store::{Change, LogEntry, LogFuture, Outcome, ReplicatedLog, Store, StoreError};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::codec;
+use crate::error::{Doing, IntoRaft, RegionStoreError};
+use crate::quic::{QuicTransport, RegionTls};
+use crate::{
+    Command, Entry, Network, NodeAddr, NodeId, Raft, RegionConfig, RegionStore, Response, Snapshot,
+    SnapshotMeta, TypeConfig,
+};
+
+/// State-table keys of how far the log is applied, written with each apply.
+const APPLIED_KEY: &str = "region/applied";
+const MEMBERSHIP_KEY: &str = "region/membership";
+
+/// Most messages merged into one log entry.
+const ENTRY_MSGS_MAX: usize = 8192;
+/// Most message bytes merged into one log entry (an entry is sent and written whole).
+const ENTRY_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+/// How a node joins its region.
+pub struct NodeRegionConfig {
+    pub id: NodeId,
+    /// Every initial member, this node included: id, region address, client address.
+    pub members: BTreeMap<NodeId, NodeAddr>,
+    /// Where this node's region endpoint listens.
+    pub listen: std::net::SocketAddr,
+    /// The Raft log's redb file.
+    pub log_path: PathBuf,
+    pub tls: RegionTls,
+    pub raft: RegionConfig,
+}
+
+/// Why a node could not join its region.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeRegionError {
+    #[error(transparent)]
+    Start(#[from] crate::StartError),
+    #[error(transparent)]
+    Config(#[from] crate::RegionConfigError),
+    #[error("region endpoint: {0}")]
+    Quic(#[from] crate::quic::QuicError),
+    #[error("region bootstrap: {0}")]
+    Bootstrap(String),
+}
+
+/// A node's place in its region: the Raft handle and the region endpoint.
+pub struct NodeRegion {
+    pub raft: Raft,
+    pub id: NodeId,
+    transport: Arc<QuicTransport>,
+    serve: tokio::task::JoinHandle<()>,
+}
+
+impl NodeRegion {
+    /// Opens the log, starts Raft with `store` as its state machine, serves peers, and
+    /// attaches the region log to the store. The member with the lowest id initializes a
+    /// region whose log is empty everywhere; the others wait to hear from it.
+    pub async fn start(cfg: NodeRegionConfig, store: Store) -> Result<NodeRegion, NodeRegionError> {
+        let log = RegionStore::open(&cfg.log_path)
+            .map_err(crate::StartError::from)?
+            .log;
+        let transport = Arc::new(QuicTransport::bind(cfg.listen, &cfg.tls)?);
+        let waiters = Waiters::default();
+        let machine = StoreMachine {
+            store: store.clone(),
+            me: cfg.id,
+            waiters: waiters.clone(),
+        };
+        let mut config = (*cfg.raft.to_openraft()?).clone();
+        // The store has no snapshot format yet: keep the whole log.
+        config.snapshot_policy = SnapshotPolicy::Never;
+        let raft = Raft::new(
+            cfg.id,
+            Arc::new(config),
+            Network::new(cfg.id, transport.clone()),
+            log,
+            machine,
+        )
+        .await
+        .map_err(crate::StartError::from)?;
+        let serve = transport.serve(raft.clone());
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(propose_loop(raft.clone(), cfg.id, waiters, rx));
+        store.attach_log(Arc::new(Proposer { tx }));
+        let first = cfg.members.keys().next().copied();
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| NodeRegionError::Bootstrap(e.to_string()))?;
+        if first == Some(cfg.id) && !initialized {
+            if let Err(e) = raft.initialize(cfg.members.clone()).await {
+                // Another start already initialized it (a restart mid-bootstrap): fine.
+                tracing::info!(error = %e, "region already initialized");
+            }
+        }
+        Ok(NodeRegion {
+            raft,
+            id: cfg.id,
+            transport,
+            serve,
+        })
+    }
+
+    /// Stops Raft and the region endpoint.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+        self.transport.close();
+        self.serve.abort();
+    }
+}
+
+/// Proposals waiting for their entry to be applied here, by proposal number.
+#[derive(Clone, Default)]
+struct Waiters(Arc<Mutex<HashMap<u64, oneshot::Sender<Vec<Outcome>>>>>);
+
+impl Waiters {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Vec<Outcome>>>> {
+        // Never held across an await or a call that can panic.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+struct Proposal {
+    changes: Vec<Change>,
+    reply: oneshot::Sender<Result<Vec<Outcome>, StoreError>>,
+}
+
+/// The store's side of the region log: queues proposals, in the order they are made.
+struct Proposer {
+    tx: mpsc::UnboundedSender<Proposal>,
+}
+
+impl ReplicatedLog for Proposer {
+    fn propose(&self, changes: Vec<Change>) -> LogFuture {
+        let (reply, rx) = oneshot::channel();
+        let sent = self.tx.send(Proposal { changes, reply }).is_ok();
+        Box::pin(async move {
+            if !sent {
+                return Err(StoreError::Closed);
+            }
+            rx.await
+                .map_err(|_| StoreError::Unavailable("the region stopped".into()))?
+        })
+    }
+}
+
+fn weight(c: &Change) -> (usize, usize) {
+    match c {
+        Change::Append(m) => (m.len(), m.iter().map(|p| p.record_len()).sum()),
+        _ => (1, 0),
+    }
+}
+
+/// Merges queued proposals into entries (one entry, one quorum round and one fsync per
+/// node for many requests) and hands each entry to Raft in queue order.
+async fn propose_loop(
+    raft: Raft,
+    me: NodeId,
+    waiters: Waiters,
+    mut rx: mpsc::UnboundedReceiver<Proposal>,
+) {
+    // Proposal numbers start at a random point so that entries a restarted node replays
+    // never match a proposal it makes now.
+    let next = AtomicU64::new(rand::random::<u64>() >> 1);
+    let mut clock_ms = 0u64;
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        let (mut msgs, mut bytes) = (0, 0);
+        loop {
+            for c in &batch[batch.len() - 1].changes {
+                let (m, b) = weight(c);
+                msgs += m;
+                bytes += b;
+            }
+            if msgs >= ENTRY_MSGS_MAX || bytes >= ENTRY_BYTES_MAX {
+                break;
+            }
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let mut counts = Vec::with_capacity(batch.len());
+        let mut replies = Vec::with_capacity(batch.len());
+        let mut changes = Vec::new();
+        for p in batch {
+            counts.push(p.changes.len());
+            replies.push(p.reply);
+            changes.extend(p.changes);
+        }
+        // The entry's clock never goes back on this node, whatever the wall clock does.
+        clock_ms = clock_ms.max(tern_store::now_ms());
+        let entry = LogEntry {
+            time_ms: clock_ms,
+            changes,
+        }
+        .encode();
+        let proposal = next.fetch_add(1, Ordering::Relaxed);
+        let (tx, applied) = oneshot::channel();
+        waiters.lock().insert(proposal, tx);
+        let cmd = Command::Store {
+            proposer: me,
+            proposal,
+            entry,
+        };
+        let answer = Answer {
+            waiters: waiters.clone(),
+            proposal,
+            counts,
+            replies,
+        };
+        if let Err(e) = cmd.check() {
+            answer.fail(StoreError::InvalidConfig(format!("log entry: {e}")));
+            continue;
+        }
+        match raft.client_write_ff(cmd).await {
+            Ok(written) => {
+                tokio::spawn(async move {
+                    match written.await {
+                        Ok(Ok(_)) => match applied.await {
+                            Ok(outcomes) => answer.split(outcomes),
+                            Err(_) => answer.fail(unavailable("the entry was not applied")),
+                        },
+                        Ok(Err(ClientWriteError::ForwardToLeader(f))) => {
+                            let leader = f
+                                .leader_node
+                                .map(|n| n.client_addr)
+                                .filter(|a| !a.is_empty());
+                            answer.fail(StoreError::NotLeader(leader));
+                        }
+                        Ok(Err(e)) => answer.fail(unavailable(&e.to_string())),
+                        Err(_) => answer.fail(unavailable("the region stopped")),
+                    }
+                });
+            }
+            Err(e) => answer.fail(unavailable(&e.to_string())),
+        }
+    }
+}
+
+fn unavailable(why: &str) -> StoreError {
+    StoreError::Unavailable(why.to_owned())
+}
+
+/// The requests one entry carries, waiting for its outcomes.
+struct Answer {
+    waiters: Waiters,
+    proposal: u64,
+    counts: Vec<usize>,
+    replies: Vec<oneshot::Sender<Result<Vec<Outcome>, StoreError>>>,
+}
+
+impl Answer {
+    fn split(self, outcomes: Vec<Outcome>) {
+        let mut it = outcomes.into_iter().map(quorum);
+        for (n, reply) in self.counts.into_iter().zip(self.replies) {
+            let _ = reply.send(Ok(it.by_ref().take(n).collect()));
+        }
+    }
+
+    fn fail(self, e: StoreError) {
+        self.waiters.lock().remove(&self.proposal);
+        for reply in self.replies {
+            let _ = reply.send(Err(e.duplicate()));
+        }
+    }
+}
+
+/// Receipts of a committed entry say it reached the region's quorum.
+fn quorum(o: Outcome) -> Outcome {
+    match o {
+        Outcome::Append(v) => Outcome::Append(
+            v.into_iter()
+                .map(|r| {
+                    r.map(|mut rc| {
+                        rc.level = AckLevel::Quorum;
+                        rc
+                    })
+                })
+                .collect(),
+        ),
+        o => o,
+    }
+}
+
+/// openraft's state machine: the node's store.
+pub struct StoreMachine {
+    store: Store,
+    me: NodeId,
+    waiters: Waiters,
+}
+
+impl StoreMachine {
+    async fn apply_entries(&self, entries: Vec<Entry>) -> Result<usize, RegionStoreError> {
+        let Some(last) = entries.last().map(|e| e.log_id) else {
+            return Ok(0);
+        };
+        let n = entries.len();
+        let mut decoded = Vec::new();
+        let mut owners = Vec::new();
+        let mut membership = None;
+        for e in entries {
+            match e.payload {
+                EntryPayload::Normal(Command::Store {
+                    proposer,
+                    proposal,
+                    entry,
+                }) => match LogEntry::decode(&entry) {
+                    Ok(le) => {
+                        decoded.push(le);
+                        owners.push((proposer, proposal));
+                    }
+                    // Every node decodes the same bytes the same way, so skipping a
+                    // damaged entry keeps replicas identical.
+                    Err(err) => {
+                        tracing::error!(index = e.log_id.index, error = %err, "undecodable log entry skipped")
+                    }
+                },
+                EntryPayload::Membership(m) => {
+                    membership = Some(StoredMembership::new(Some(e.log_id), m));
+                }
+                EntryPayload::Normal(_) | EntryPayload::Blank => {}
+            }
+        }
+        let mut marker = vec![(
+            APPLIED_KEY.to_owned(),
+            Some(codec::encode_opt_log_id(&Some(last))),
+        )];
+        if let Some(m) = membership {
+            marker.push((
+                MEMBERSHIP_KEY.to_owned(),
+                Some(codec::encode_stored_membership(&m)?),
+            ));
+        }
+        let outcomes = self.store.apply_log(decoded, marker).await?;
+        for ((proposer, proposal), out) in owners.into_iter().zip(outcomes) {
+            if proposer == self.me {
+                if let Some(w) = self.waiters.lock().remove(&proposal) {
+                    let _ = w.send(out);
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    fn applied_state(
+        &self,
+    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, NodeAddr>), RegionStoreError> {
+        let applied = match self.store.get_state(APPLIED_KEY)? {
+            Some(b) => codec::decode_opt_log_id(&b, "applied log id")?,
+            None => None,
+        };
+        let membership = match self.store.get_state(MEMBERSHIP_KEY)? {
+            Some(b) => codec::decode_stored_membership(&b)?,
+            None => StoredMembership::default(),
+        };
+        Ok((applied, membership))
+    }
+}
+
+/// Snapshots are not built yet (the log is kept whole instead).
+pub struct NoSnapshots;
+
+fn no_snapshots() -> StorageError<NodeId> {
+    RegionStoreError::Corrupt(crate::CodecError {
+        what: "snapshot",
+        why: "tern nodes do not build or install snapshots yet",
+    })
+    .into_raft(Doing::WriteSnapshot)
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for NoSnapshots {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError<NodeId>> {
+        Err(no_snapshots())
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StoreMachine {
+    type SnapshotBuilder = NoSnapshots;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, NodeAddr>), StorageError<NodeId>>
+    {
+        StoreMachine::applied_state(self).raft(Doing::ReadStateMachine)
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let n = self
+            .apply_entries(entries.into_iter().collect())
+            .await
+            .raft(Doing::WriteStateMachine)?;
+        Ok((0..n).map(|_| Response::Applied).collect())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        NoSnapshots
+    }
+
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<std::io::Cursor<Vec<u8>>>, StorageError<NodeId>> {
+        Err(no_snapshots())
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        _meta: &SnapshotMeta,
+        _snapshot: Box<std::io::Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError<NodeId>> {
+        Err(no_snapshots())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError<NodeId>> {
+        Ok(None)
+    }
+}
