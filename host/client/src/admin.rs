@@ -12,6 +12,19 @@ use crate::retry::sleep_backoff;
 use crate::{unexpected, Client, Inner};
 
 impl Inner {
+    /// After a `not_leader` answer, point the connection at the region's leader.
+    pub(crate) fn follow_leader(&self, err: &ClientError) {
+        if let ClientError::Server(e) = err {
+            self.follow_leader_body(e);
+        }
+    }
+
+    pub(crate) fn follow_leader_body(&self, e: &tern_proto::ErrorBody) {
+        if e.code == ErrorCode::NotLeader {
+            self.conns.redirect(&e.message);
+        }
+    }
+
     /// Send one attempt of a request and wait for its response frame (which may be `Error`).
     pub(crate) async fn call_once(
         &self,
@@ -42,6 +55,7 @@ impl Inner {
                 Ok(frame) => return (Ok(frame), uncertain),
                 Err(e) => e,
             };
+            self.follow_leader(&err);
             if !err.is_retryable() || last {
                 return (Err(err), uncertain);
             }

@@ -18,6 +18,9 @@ use crate::ClientConfig;
 
 /// QUIC application close code for an orderly close.
 const CLOSE_NORMAL: u32 = 0;
+/// Least time between two moves to another server on `not_leader` answers that name no
+/// leader (the region is electing one).
+const ROTATE_EVERY: Duration = Duration::from_millis(500);
 
 /// An established connection with its request channel.
 pub(crate) struct Live {
@@ -63,6 +66,8 @@ pub(crate) struct ConnHolder {
     next_req_id: AtomicU64,
     /// Largest payload the connected node accepts (from `HelloOk`); 0 until known.
     message_bytes_max: AtomicU32,
+    /// When a `not_leader` answer without a leader last moved the client on.
+    rotated_at: Mutex<Option<std::time::Instant>>,
 }
 
 impl ConnHolder {
@@ -78,6 +83,7 @@ impl ConnHolder {
             next_server: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             next_req_id: AtomicU64::new(1),
+            rotated_at: Mutex::new(None),
             message_bytes_max: AtomicU32::new(0),
         }
     }
@@ -141,6 +147,34 @@ impl ConnHolder {
         }
         *lock(&self.current) = Some(live.clone());
         Ok(live)
+    }
+
+    /// A node answered `not_leader`: the next request goes to the leader it named (the
+    /// configured server with that address), or, when it named none, to the next server,
+    /// at most once per [`ROTATE_EVERY`] so a burst of refusals moves the client once.
+    pub(crate) fn redirect(&self, leader: &str) {
+        let n = self.cfg.servers.len();
+        let mut cur = lock(&self.current);
+        let Some(live) = cur.as_ref() else { return };
+        let named = self.cfg.servers.iter().position(|s| s == leader);
+        let target = match named {
+            Some(i) if i == live.server_index => return,
+            Some(i) => i,
+            None => {
+                let mut at = lock(&self.rotated_at);
+                if at.is_some_and(|t| t.elapsed() < ROTATE_EVERY) {
+                    return;
+                }
+                *at = Some(std::time::Instant::now());
+                (live.server_index + 1) % n
+            }
+        };
+        if let Some(live) = cur.take() {
+            tracing::debug!(to = %self.cfg.servers[target], "not the leader; moving");
+            live.conn
+                .close(CLOSE_NORMAL.into(), b"moving to the region leader");
+        }
+        self.next_server.store(target, Ordering::Relaxed);
     }
 
     /// Try every server once, starting at `next_server`; the error is the last one seen.

@@ -88,6 +88,7 @@ impl PublishJob {
             Ok(other) => ClientError::Protocol(unexpected("PubAck", &other)),
             Err(e) => e,
         };
+        self.inner.follow_leader(&err);
         if err.is_retryable() && self.attempt + 1 < self.inner.cfg.publish_attempts_max {
             tracing::debug!(attempt = self.attempt, error = %err, "publish failed; retrying");
             tokio::spawn(self.retry());
@@ -216,6 +217,9 @@ impl Client {
                     }
                     let mut again = Vec::new();
                     for (&i, r) in todo.iter().zip(got) {
+                        if let Err(e) = &r {
+                            self.inner.follow_leader_body(e);
+                        }
                         match r {
                             Err(e) if e.code.is_retryable() && !last => again.push(i),
                             r => results[i] = Some(r),
@@ -231,6 +235,7 @@ impl Client {
                     format!("{} messages failed retryably", todo.len())
                 }
                 Ok(Frame::Error { error, .. }) if error.code.is_retryable() && !last => {
+                    self.inner.follow_leader_body(&error);
                     error.message
                 }
                 Ok(Frame::Error { error, .. }) => return Err(ClientError::Server(error)),

@@ -32,6 +32,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::codec;
 use crate::error::{Doing, IntoRaft, RegionStoreError};
 use crate::quic::{QuicTransport, RegionTls};
+use crate::snapshot::AppliedState;
 use crate::{
     Command, Entry, Network, NodeAddr, NodeId, Raft, RegionConfig, RegionStore, Response, Snapshot,
     SnapshotMeta, TypeConfig,
@@ -374,9 +375,7 @@ impl StoreMachine {
         Ok(n)
     }
 
-    fn applied_state(
-        &self,
-    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, NodeAddr>), RegionStoreError> {
+    fn applied_state(&self) -> Result<AppliedState, RegionStoreError> {
         let applied = match self.store.get_state(APPLIED_KEY)? {
             Some(b) => codec::decode_opt_log_id(&b, "applied log id")?,
             None => None,
