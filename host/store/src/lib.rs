@@ -149,7 +149,7 @@ impl Store {
         }
         let db = open_db(&opts)?;
         let streams = load(&db)?;
-        let last_hlc = last_hlc(&streams);
+        let last_hlc = last_hlc(&db, &streams)?;
         let db: DbSlot = Arc::new(RwLock::new(Some(Arc::new(db))));
         let shared = Arc::new(Shared {
             streams: RwLock::new(BTreeMap::new()),
@@ -548,12 +548,22 @@ pub(crate) fn open_db(opts: &StoreOptions) -> Result<Database, StoreError> {
 }
 
 /// An HLC above every stored one, so new stamps keep growing after a restart.
-pub(crate) fn last_hlc(streams: &BTreeMap<String, StreamRecord>) -> u64 {
-    streams
+/// The last clock value the store gave out: stored exactly since the value was kept in the
+/// meta table; for older files, a bound above every message's clock.
+pub(crate) fn last_hlc(
+    db: &Database,
+    streams: &BTreeMap<String, StreamRecord>,
+) -> Result<u64, StoreError> {
+    let txn = db.begin_read()?;
+    let meta = txn.open_table(META)?;
+    if let Some(v) = meta.get(META_LAST_HLC)? {
+        return Ok(v.value());
+    }
+    Ok(streams
         .values()
         .map(|r| (r.state.last_time_ms << 16) | 0xffff)
         .max()
-        .unwrap_or(0)
+        .unwrap_or(0))
 }
 
 /// Read every stream record, creating the tables and format marker on a new file.

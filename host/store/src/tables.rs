@@ -32,5 +32,8 @@ pub(crate) const META_FORMAT: &str = "format_version";
 pub(crate) const META_NEXT_SID: &str = "next_stream_id";
 /// META key of the next group id to allocate.
 pub(crate) const META_NEXT_GID: &str = "next_group_id";
+/// The last hybrid clock value given to a message, exactly: replicas that applied the same
+/// log prefix continue from the same value, restarted or not.
+pub(crate) const META_LAST_HLC: &str = "last_hlc";
 /// On-disk format version written by this build.
 pub(crate) const FORMAT_VERSION: u64 = 1;

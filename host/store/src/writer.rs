@@ -338,7 +338,7 @@ impl Writer {
         }
         let db = crate::open_db(&self.opts)?;
         let streams = crate::load(&db)?;
-        self.last_hlc = self.last_hlc.max(crate::last_hlc(&streams));
+        self.last_hlc = crate::last_hlc(&db, &streams)?;
         self.streams = streams;
         self.shared.publish(&self.streams);
         *self.db.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(db));
@@ -391,6 +391,9 @@ impl Writer {
                 }
             }
             batch_state.flush_all(&mut t)?;
+            if hlc != self.last_hlc {
+                t.meta.insert(META_LAST_HLC, hlc)?;
+            }
             // Count and byte limits hold after every commit, not only after a purge.
             let now = now_ms();
             for name in batch_state.touched {
@@ -472,11 +475,18 @@ impl Writer {
                 (Answer::Stream(reply, r), f)
             }
             Op::DeleteStream { name, reply } => {
-                let (r, f) = split(delete_stream(&name, t, streams));
+                let (r, f) = split(
+                    batch
+                        .flush_all(t)
+                        .and_then(|()| delete_stream(&name, t, streams)),
+                );
                 (Answer::Unit(reply, r), f)
             }
             Op::Purge { now_ms, reply } => {
-                let (r, f) = split(purge_all(t, streams, now_ms).map(Ok));
+                let purged = batch
+                    .flush_all(t)
+                    .and_then(|()| purge_all(t, streams, now_ms));
+                let (r, f) = split(purged.map(Ok));
                 (Answer::Purge(reply, r), f)
             }
             Op::OpenGroup {
@@ -485,7 +495,10 @@ impl Writer {
                 start,
                 reply,
             } => {
-                let (r, f) = split(open_group(group, &name, start, t, streams));
+                let opened = batch
+                    .flush_all(t)
+                    .and_then(|()| open_group(group, &name, start, t, streams));
+                let (r, f) = split(opened);
                 (Answer::Group(reply, r), f)
             }
             Op::UpdateGroup { update, reply } => {
@@ -539,6 +552,14 @@ impl Writer {
         hlc: &mut u64,
         batch: &mut BatchState,
     ) -> Result<Outcome, StoreError> {
+        // What this transaction appended so far must be in the tables before a change
+        // that reads or removes them, as it would be had it committed on its own.
+        if matches!(
+            c,
+            Change::DeleteStream(_) | Change::Purge { .. } | Change::OpenGroup { .. }
+        ) {
+            batch.flush_all(t)?;
+        }
         Ok(match c {
             Change::Append(msgs) => {
                 let mut out = Vec::with_capacity(msgs.len());
