@@ -77,6 +77,10 @@ pub enum ErrorCode {
     /// A component failed validation or does not implement the hook's world; the running
     /// version stays.
     InvalidPlugin = 20,
+    /// A region write (e.g. a membership change) reached a node that does not lead the
+    /// region. The message is the leader's client address when known, empty otherwise.
+    /// Retryable: at that address, or here once a leader is elected.
+    NotLeader = 21,
 }
 
 impl ErrorCode {
@@ -90,6 +94,7 @@ impl ErrorCode {
                 | ErrorCode::LimitExceeded
                 | ErrorCode::Busy
                 | ErrorCode::PluginFailed
+                | ErrorCode::NotLeader
         )
     }
 
@@ -116,6 +121,7 @@ impl ErrorCode {
             18 => PluginFailed,
             19 => PluginNotFound,
             20 => InvalidPlugin,
+            21 => NotLeader,
             _ => Internal,
         }
     }
@@ -144,6 +150,7 @@ impl ErrorCode {
             PluginFailed => "plugin_failed",
             PluginNotFound => "plugin_not_found",
             InvalidPlugin => "invalid_plugin",
+            NotLeader => "not_leader",
         }
     }
 }
