@@ -86,6 +86,9 @@ pub(crate) async fn handle(frame: Frame, ctx: &Ctx) -> Frame {
             stream,
             name,
         } => done(req_id, ctx.plugins.detach(&stream, &name).await),
+        f @ (Frame::RegionStatus { .. }
+        | Frame::RegionAddNode { .. }
+        | Frame::RegionRemoveNode { .. }) => crate::region::handle(f, ctx).await,
         other => error_frame(
             0,
             ErrorCode::BadRequest,

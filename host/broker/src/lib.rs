@@ -6,6 +6,7 @@ pub mod config;
 mod consumer;
 mod groups;
 mod plugins;
+mod region;
 mod server;
 mod session;
 

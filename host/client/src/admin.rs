@@ -148,7 +148,7 @@ fn stream_info(frame: Frame) -> Result<StreamInfo, ClientError> {
 }
 
 /// Refuse a name the node's decoder would reject.
-fn check_name(what: &str, s: &str) -> Result<(), ClientError> {
+pub(crate) fn check_name(what: &str, s: &str) -> Result<(), ClientError> {
     if s.is_empty() || s.len() > NAME_BYTES_MAX {
         return Err(ClientError::Invalid(format!(
             "{what} must be 1..={NAME_BYTES_MAX} bytes, is {}",

@@ -34,6 +34,7 @@ mod conn;
 mod error;
 mod plugins;
 mod publish;
+mod region;
 mod request;
 mod retry;
 mod subscribe;

@@ -267,7 +267,9 @@ pub(crate) fn response_req_id(frame: &Frame) -> Option<u64> {
         | Frame::StreamListResp { req_id, .. }
         | Frame::SubscribeOk { req_id, .. }
         | Frame::PluginOk { req_id, .. }
-        | Frame::PluginListResp { req_id, .. } => Some(*req_id),
+        | Frame::PluginListResp { req_id, .. }
+        | Frame::RegionStatusResp { req_id, .. }
+        | Frame::RegionOk { req_id } => Some(*req_id),
         _ => None,
     }
 }

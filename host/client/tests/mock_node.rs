@@ -1,5 +1,6 @@
 //! The client against an in-process mock node speaking the request/subscription contract
-//! over real QUIC: pipelining, retries with stable ids, reconnects, batches, credit and acks.
+//! over real QUIC: pipelining, retries with stable ids, reconnects, batches, credit and acks,
+//! and region administration sent once (a `not_leader` answer is returned, not retried).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -26,6 +27,8 @@ struct Behaviour {
     sub_total: u64,
     /// Close the connection (once) right after delivering this sequence.
     close_sub_after: Option<u64>,
+    /// Answer region membership changes with `not_leader` and this message.
+    not_leader: Option<String>,
 }
 
 #[derive(Default)]
@@ -41,6 +44,10 @@ struct Node {
     acks: Vec<u64>,
     max_credit: u32,
     sub_closed_once: bool,
+    /// Region membership changes received.
+    region_writes: usize,
+    /// Region members: (id, region address, client address).
+    members: Vec<(u64, String, String)>,
 }
 
 type Shared = Arc<Mutex<Node>>;
@@ -210,6 +217,35 @@ async fn serve_requests(
                         not_found(req_id)
                     }
                 }
+                Frame::RegionStatus { req_id } => Frame::RegionStatusResp {
+                    req_id,
+                    json: format!(r#"{{"node_id":1,"members":{}}}"#, n.members.len()),
+                },
+                Frame::RegionAddNode {
+                    req_id,
+                    id,
+                    region_addr,
+                    client_addr,
+                } => {
+                    n.region_writes += 1;
+                    match region_refusal(&n, req_id) {
+                        Some(e) => e,
+                        None => {
+                            n.members.push((id, region_addr, client_addr));
+                            Frame::RegionOk { req_id }
+                        }
+                    }
+                }
+                Frame::RegionRemoveNode { req_id, id } => {
+                    n.region_writes += 1;
+                    match region_refusal(&n, req_id) {
+                        Some(e) => e,
+                        None => {
+                            n.members.retain(|m| m.0 != id);
+                            Frame::RegionOk { req_id }
+                        }
+                    }
+                }
                 other => panic!("unexpected request {other:?}"),
             }
         };
@@ -219,6 +255,16 @@ async fn serve_requests(
         }
     }
     let _ = w.finish().await;
+}
+
+fn region_refusal(n: &Node, req_id: u64) -> Option<Frame> {
+    n.b.not_leader.as_ref().map(|leader| Frame::Error {
+        req_id,
+        error: ErrorBody {
+            code: ErrorCode::NotLeader,
+            message: leader.clone(),
+        },
+    })
 }
 
 fn not_found(req_id: u64) -> Frame {
@@ -542,4 +588,50 @@ async fn subscribe_errors_are_returned() {
         .await
         .unwrap()
         .is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn region_admin_round_trips() {
+    let mock = Mock::start(Behaviour::default()).await;
+    let client = Client::connect(mock.config()).await.unwrap();
+    client.add_node(4, "n4:7500", "n4:7420").await.unwrap();
+    assert_eq!(
+        mock.with(|n| n.members.clone()),
+        vec![(4, "n4:7500".to_string(), "n4:7420".to_string())]
+    );
+    assert_eq!(
+        client.region_status().await.unwrap(),
+        r#"{"node_id":1,"members":1}"#
+    );
+    client.remove_node(4).await.unwrap();
+    assert!(mock.with(|n| n.members.is_empty()));
+    assert!(matches!(
+        client.add_node(5, "", "n5:7420").await,
+        Err(ClientError::Invalid(_))
+    ));
+    assert_eq!(mock.with(|n| n.region_writes), 2);
+    client.close().await;
+}
+
+/// `not_leader` is retryable for publishes, but a membership change is sent once: the
+/// caller gets the answer with the leader's address and decides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn region_changes_on_a_follower_are_not_retried() {
+    let mock = Mock::start(Behaviour {
+        not_leader: Some("n2:7420".into()),
+        ..Behaviour::default()
+    })
+    .await;
+    let client = Client::connect(mock.config()).await.unwrap();
+    let err = client.add_node(4, "n4:7500", "n4:7420").await.unwrap_err();
+    assert_eq!(err.leader_addr(), Some("n2:7420"));
+    assert!(err.is_retryable());
+    let err = client.remove_node(4).await.unwrap_err();
+    assert_eq!(err.leader_addr(), Some("n2:7420"));
+    assert_eq!(
+        mock.with(|n| n.region_writes),
+        2,
+        "each change was sent once"
+    );
+    client.close().await;
 }

@@ -300,6 +300,33 @@ pub enum Frame {
         req_id: u64,
         json: String,
     },
+    /// Asks the node how it sees its region.
+    RegionStatus {
+        req_id: u64,
+    },
+    /// Answer to `RegionStatus`: a JSON document (schema in docs/protocol.md).
+    RegionStatusResp {
+        req_id: u64,
+        json: String,
+    },
+    /// Adds node `id` to the region as a voter (sent to the leader).
+    RegionAddNode {
+        req_id: u64,
+        id: u64,
+        /// Where the node's region (Raft) endpoint listens, `host:port`.
+        region_addr: String,
+        /// Where the node serves clients, `host:port`.
+        client_addr: String,
+    },
+    /// Removes node `id` from the region (sent to the leader).
+    RegionRemoveNode {
+        req_id: u64,
+        id: u64,
+    },
+    /// Answer to `RegionAddNode` or `RegionRemoveNode`: the membership change committed.
+    RegionOk {
+        req_id: u64,
+    },
 }
 
 /// Frame kind bytes. Part of the wire format: never renumber.
@@ -332,6 +359,11 @@ pub mod kind {
     pub const PLUGIN_DETACH: u8 = 0x45;
     pub const PLUGIN_OK: u8 = 0x46;
     pub const PLUGIN_LIST_RESP: u8 = 0x47;
+    pub const REGION_STATUS: u8 = 0x50;
+    pub const REGION_STATUS_RESP: u8 = 0x51;
+    pub const REGION_ADD_NODE: u8 = 0x52;
+    pub const REGION_REMOVE_NODE: u8 = 0x53;
+    pub const REGION_OK: u8 = 0x54;
 }
 
 /// Bytes of the length prefix in front of every frame.
@@ -369,6 +401,11 @@ impl Frame {
             Frame::PluginDetach { .. } => PLUGIN_DETACH,
             Frame::PluginOk { .. } => PLUGIN_OK,
             Frame::PluginListResp { .. } => PLUGIN_LIST_RESP,
+            Frame::RegionStatus { .. } => REGION_STATUS,
+            Frame::RegionStatusResp { .. } => REGION_STATUS_RESP,
+            Frame::RegionAddNode { .. } => REGION_ADD_NODE,
+            Frame::RegionRemoveNode { .. } => REGION_REMOVE_NODE,
+            Frame::RegionOk { .. } => REGION_OK,
         }
     }
 
@@ -410,7 +447,9 @@ impl Frame {
             }
             Frame::Done { req_id }
             | Frame::StreamList { req_id }
-            | Frame::PluginList { req_id } => out.put_u64(*req_id),
+            | Frame::PluginList { req_id }
+            | Frame::RegionStatus { req_id }
+            | Frame::RegionOk { req_id } => out.put_u64(*req_id),
             Frame::Publish { req_id, ack, msg } => {
                 out.put_u64(*req_id);
                 out.put_u8(*ack as u8);
@@ -553,9 +592,24 @@ impl Frame {
                 put_str(out, name);
                 out.put_u32(*version);
             }
-            Frame::PluginListResp { req_id, json } => {
+            Frame::PluginListResp { req_id, json } | Frame::RegionStatusResp { req_id, json } => {
                 out.put_u64(*req_id);
                 put_bytes(out, json.as_bytes());
+            }
+            Frame::RegionAddNode {
+                req_id,
+                id,
+                region_addr,
+                client_addr,
+            } => {
+                out.put_u64(*req_id);
+                out.put_u64(*id);
+                put_str(out, region_addr);
+                put_str(out, client_addr);
+            }
+            Frame::RegionRemoveNode { req_id, id } => {
+                out.put_u64(*req_id);
+                out.put_u64(*id);
             }
         }
     }
@@ -793,18 +847,41 @@ impl Frame {
                 name: r.str("name")?,
                 version: r.u32("version")?,
             },
-            PLUGIN_LIST_RESP => {
-                let req_id = r.u64("req_id")?;
-                let json = r.bytes("json")?;
-                let json = String::from_utf8(json.to_vec())
-                    .map_err(|_| DecodeError::InvalidUtf8("json"))?;
-                Frame::PluginListResp { req_id, json }
-            }
+            PLUGIN_LIST_RESP => Frame::PluginListResp {
+                req_id: r.u64("req_id")?,
+                json: read_json(&mut r)?,
+            },
+            REGION_STATUS => Frame::RegionStatus {
+                req_id: r.u64("req_id")?,
+            },
+            REGION_STATUS_RESP => Frame::RegionStatusResp {
+                req_id: r.u64("req_id")?,
+                json: read_json(&mut r)?,
+            },
+            REGION_ADD_NODE => Frame::RegionAddNode {
+                req_id: r.u64("req_id")?,
+                id: r.u64("id")?,
+                region_addr: r.str("region_addr")?,
+                client_addr: r.str("client_addr")?,
+            },
+            REGION_REMOVE_NODE => Frame::RegionRemoveNode {
+                req_id: r.u64("req_id")?,
+                id: r.u64("id")?,
+            },
+            REGION_OK => Frame::RegionOk {
+                req_id: r.u64("req_id")?,
+            },
             other => return Err(DecodeError::UnknownKind(other)),
         };
         r.finish()?;
         Ok(frame)
     }
+}
+
+/// A `bytes32` field holding a UTF-8 JSON document.
+fn read_json(r: &mut Reader) -> Result<String, DecodeError> {
+    let json = r.bytes("json")?;
+    String::from_utf8(json.to_vec()).map_err(|_| DecodeError::InvalidUtf8("json"))
 }
 
 fn put_error(out: &mut BytesMut, e: &ErrorBody) {

@@ -4,7 +4,7 @@
 //! was written out field by field from the layout in docs/protocol.md (one line per field,
 //! with the field named in a comment), then decodes that literal and checks it yields the
 //! same frame and consumes exactly its bytes. Together the tests prove that the encoder
-//! and decoder agree with the documented byte layout for all 28 variants of `Frame`, so a
+//! and decoder agree with the documented byte layout for all 33 variants of `Frame`, so a
 //! change to the layout cannot go unnoticed: it must change these literals and the
 //! specification with them.
 
@@ -739,6 +739,74 @@ fn plugin_list_resp() {
     );
 }
 
+#[test]
+fn region_status() {
+    check(
+        Frame::RegionStatus { req_id: 8 },
+        concat!("00000009", "50", "0000000000000008"),
+    );
+}
+
+#[test]
+fn region_status_resp() {
+    check(
+        Frame::RegionStatusResp {
+            req_id: 9,
+            json: "{}".into(),
+        },
+        concat!(
+            "0000000f",         // length 15
+            "51",               // kind RegionStatusResp
+            "0000000000000009", // req_id
+            "00000002",
+            "7b7d", // json (bytes32)
+        ),
+    );
+}
+
+#[test]
+fn region_add_node() {
+    check(
+        Frame::RegionAddNode {
+            req_id: 10,
+            id: 4,
+            region_addr: "n4:7500".into(),
+            client_addr: "n4:7420".into(),
+        },
+        concat!(
+            "00000023",         // length 35
+            "52",               // kind RegionAddNode
+            "000000000000000a", // req_id
+            "0000000000000004", // id
+            "0007",
+            "6e343a37353030", // region_addr "n4:7500"
+            "0007",
+            "6e343a37343230", // client_addr "n4:7420"
+        ),
+    );
+}
+
+#[test]
+fn region_remove_node() {
+    check(
+        Frame::RegionRemoveNode { req_id: 11, id: 4 },
+        concat!(
+            "00000011",         // length 17
+            "53",               // kind RegionRemoveNode
+            "000000000000000b", // req_id
+            "0000000000000004", // id
+        ),
+    );
+}
+
+#[test]
+fn region_ok() {
+    check(
+        Frame::RegionOk { req_id: 12 },
+        concat!("00000009", "54", "000000000000000c"),
+    );
+}
+
 /// Every frame kind has a golden test above; this pins the kind numbers themselves.
 #[test]
 fn kind_numbers() {
@@ -772,8 +840,13 @@ fn kind_numbers() {
         (PLUGIN_DETACH, 0x45),
         (PLUGIN_OK, 0x46),
         (PLUGIN_LIST_RESP, 0x47),
+        (REGION_STATUS, 0x50),
+        (REGION_STATUS_RESP, 0x51),
+        (REGION_ADD_NODE, 0x52),
+        (REGION_REMOVE_NODE, 0x53),
+        (REGION_OK, 0x54),
     ];
-    assert_eq!(kinds.len(), 28);
+    assert_eq!(kinds.len(), 33);
     for (got, want) in kinds {
         assert_eq!(got, want);
     }

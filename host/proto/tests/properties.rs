@@ -59,7 +59,7 @@ fn ack_level() -> impl Strategy<Value = AckLevel> {
 }
 
 fn error_code() -> impl Strategy<Value = ErrorCode> {
-    (1u16..=16).prop_map(ErrorCode::from_u16)
+    (1u16..=21).prop_map(ErrorCode::from_u16)
 }
 
 fn error_body() -> impl Strategy<Value = ErrorBody> {
@@ -184,7 +184,7 @@ fn delivery() -> impl Strategy<Value = Delivery> {
         )
 }
 
-/// Any frame of any of the 20 kinds.
+/// Any frame of any kind.
 fn frame() -> impl Strategy<Value = Frame> {
     let req = any::<u64>;
     prop_oneof![
@@ -228,6 +228,7 @@ fn frame() -> impl Strategy<Value = Frame> {
         vec(any::<u64>(), 0..40).prop_map(|seqs| Frame::Ack { seqs }),
         (any::<u64>(), any::<u32>()).prop_map(|(seq, delay_ms)| Frame::Nack { seq, delay_ms }),
         plugin_frame(),
+        region_frame(),
     ]
 }
 
@@ -283,6 +284,25 @@ fn plugin_frame() -> impl Strategy<Value = Frame> {
             version
         }),
         (req(), text()).prop_map(|(req_id, json)| Frame::PluginListResp { req_id, json }),
+    ]
+}
+
+/// Any of the 5 region administration frames.
+fn region_frame() -> impl Strategy<Value = Frame> {
+    let req = any::<u64>;
+    prop_oneof![
+        req().prop_map(|req_id| Frame::RegionStatus { req_id }),
+        (req(), text()).prop_map(|(req_id, json)| Frame::RegionStatusResp { req_id, json }),
+        (req(), any::<u64>(), text(), text()).prop_map(|(req_id, id, region_addr, client_addr)| {
+            Frame::RegionAddNode {
+                req_id,
+                id,
+                region_addr,
+                client_addr,
+            }
+        }),
+        (req(), any::<u64>()).prop_map(|(req_id, id)| Frame::RegionRemoveNode { req_id, id }),
+        req().prop_map(|req_id| Frame::RegionOk { req_id }),
     ]
 }
 
@@ -486,6 +506,11 @@ fn all_kinds() -> Vec<u8> {
         PLUGIN_DETACH,
         PLUGIN_OK,
         PLUGIN_LIST_RESP,
+        REGION_STATUS,
+        REGION_STATUS_RESP,
+        REGION_ADD_NODE,
+        REGION_REMOVE_NODE,
+        REGION_OK,
     ]
 }
 

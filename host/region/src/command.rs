@@ -45,16 +45,22 @@ pub enum Response {
 }
 
 /// What a region member publishes about itself in the membership.
+///
+/// It is stored (as JSON) in membership log entries and snapshots, so a field added later
+/// must have a default: records written before it existed still decode, and a node of the
+/// previous version ignores the field it does not know.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeAddr {
     /// The node's QUIC address for region traffic, `host:port`.
     pub quic_addr: String,
-    /// The node's QUIC address for clients, `host:port` (where followers redirect writes).
+    /// The node's client-facing address, `host:port`: where a follower sends a client
+    /// that must talk to the leader. Empty when unknown (members added before it existed).
     #[serde(default)]
     pub client_addr: String,
 }
 
 impl NodeAddr {
+    /// A member whose client address is not known.
     pub fn new(quic_addr: impl Into<String>) -> NodeAddr {
         NodeAddr {
             quic_addr: quic_addr.into(),
@@ -62,6 +68,7 @@ impl NodeAddr {
         }
     }
 
+    /// A member with its region and client addresses.
     pub fn with_client(quic_addr: impl Into<String>, client_addr: impl Into<String>) -> NodeAddr {
         NodeAddr {
             quic_addr: quic_addr.into(),
@@ -154,5 +161,20 @@ mod tests {
         assert_eq!(big.check(), Err(CommandError::BatchBytes));
         let key = Command::Delete { key: String::new() };
         assert_eq!(key.check(), Err(CommandError::Key));
+    }
+
+    /// Membership records written before `client_addr` existed still decode (with it
+    /// empty), and the current form carries it.
+    #[test]
+    fn node_addr_without_client_addr_still_decodes() {
+        let old: NodeAddr = serde_json::from_str(r#"{"quic_addr":"10.0.0.1:7500"}"#).unwrap();
+        assert_eq!(old, NodeAddr::new("10.0.0.1:7500"));
+        let now = NodeAddr::with_client("10.0.0.1:7500", "10.0.0.1:7420");
+        let json = serde_json::to_string(&now).unwrap();
+        assert_eq!(
+            json,
+            r#"{"quic_addr":"10.0.0.1:7500","client_addr":"10.0.0.1:7420"}"#
+        );
+        assert_eq!(serde_json::from_str::<NodeAddr>(&json).unwrap(), now);
     }
 }

@@ -16,6 +16,7 @@
 //! holds the timing defaults, `runtime` the seeded election RNG, `power_loss` a test backend
 //! that loses unsynced writes.
 
+mod admin;
 mod codec;
 mod command;
 mod config;
@@ -37,6 +38,7 @@ pub mod wire;
 use std::path::Path;
 use std::sync::Arc;
 
+pub use admin::{add_node, remove_node, status, status_of, AdminError, MemberStatus, RegionStatus};
 pub use codec::CodecError;
 pub use command::{Command, CommandError, NodeAddr, Response};
 pub use config::{RegionConfig, RegionConfigError};

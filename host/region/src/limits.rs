@@ -19,6 +19,14 @@ pub const REPLICATION_BATCH_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Largest encoded region RPC or reply: one append batch beyond the replication budget,
 /// plus room for framing and snapshot metadata.
 pub const RPC_BYTES_MAX: usize = REPLICATION_BATCH_BYTES_MAX + APPEND_BATCH_BYTES_MAX + 1024 * 1024;
+/// How long adding a node waits for it to catch up as a learner before it is promoted. A
+/// node that needs longer stays a learner and keeps catching up; adding it again promotes it.
+pub const LEARNER_CATCH_UP_MS_MAX: u64 = 15_000;
+/// How long a membership change (both of its joint-consensus steps) may take to commit.
+pub const MEMBERSHIP_CHANGE_MS_MAX: u64 = 10_000;
+/// How long a status query waits for the Raft core to report its commit index.
+pub const STATUS_QUERY_MS_MAX: u64 = 1_000;
+
 /// Peer connections a node's region endpoint serves at once.
 pub const REGION_CONNECTIONS_MAX: usize = 64;
 /// Requests one peer connection may have open at once.
@@ -29,3 +37,5 @@ const _: () = assert!(3 * 1024 * 1024 < RPC_BYTES_MAX);
 // Every field of a log entry must fit its u32 length prefix.
 const _: () = assert!(APPEND_BATCH_BYTES_MAX < u32::MAX as usize);
 const _: () = assert!(VALUE_BYTES_MAX < u32::MAX as usize);
+// Adding a node answers within the 30 s a client waits for an answer by default.
+const _: () = assert!(LEARNER_CATCH_UP_MS_MAX + MEMBERSHIP_CHANGE_MS_MAX < 30_000);

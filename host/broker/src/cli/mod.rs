@@ -4,6 +4,7 @@ mod bench;
 mod common;
 mod plugin;
 mod publish;
+mod region;
 mod serve;
 mod stream;
 mod subscribe;
@@ -35,6 +36,9 @@ pub enum Command {
     /// Deploy, list, roll back and attach WebAssembly policy plugins.
     #[command(subcommand)]
     Plugin(plugin::PluginCmd),
+    /// Show a region's members and leader; add or remove a node.
+    #[command(subcommand)]
+    Region(region::RegionCmd),
     /// Measure publish and consume throughput and latency.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -57,6 +61,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Pub(a) => publish::run(a).await,
         Command::Sub(a) => subscribe::run(a).await,
         Command::Plugin(c) => plugin::run(c).await,
+        Command::Region(c) => region::run(c).await,
         Command::Bench(c) => bench::run(c).await,
     }
 }

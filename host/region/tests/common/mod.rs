@@ -46,8 +46,13 @@ pub struct Cluster {
     pub live: BTreeMap<NodeId, Member>,
 }
 
+/// Node `id`'s addresses: region traffic on 7000 + id, clients on 7400 + id (the router
+/// ignores both; the client address shows in status and "not leader" answers).
 pub fn addr(id: NodeId) -> NodeAddr {
-    NodeAddr::new(format!("127.0.0.1:{}", 7000 + id))
+    NodeAddr::with_client(
+        format!("127.0.0.1:{}", 7000 + id),
+        format!("127.0.0.1:{}", 7400 + id),
+    )
 }
 
 impl Cluster {
