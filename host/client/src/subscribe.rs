@@ -354,9 +354,14 @@ async fn open(
 ) -> Result<(FrameReader, FrameWriter, String), ClientError> {
     let live = inner.conns.get().await?;
     let limit = Duration::from_millis(inner.cfg.request_timeout_ms);
-    tokio::time::timeout(limit, open_on(&live.conn, sub))
+    let opened = tokio::time::timeout(limit, open_on(&live.conn, sub))
         .await
-        .unwrap_or(Err(ClientError::Timeout))
+        .unwrap_or(Err(ClientError::Timeout));
+    if let Err(e) = &opened {
+        // A group lives on the region leader: a follower names it.
+        inner.follow_leader(e);
+    }
+    opened
 }
 
 async fn open_on(
