@@ -46,4 +46,5 @@ $T region status $R
 kill -TERM $SINGLE ${NODES[1]} ${NODES[2]} ${NODES[3]}
 wait
 du -sh $D/n1 $D/single
+grep -h "ERROR\|panicked" $D/*.log | head -20
 rm -rf $D

@@ -42,6 +42,47 @@ pub(crate) async fn handle(frame: Frame, ctx: &Ctx) -> Frame {
                 },
             }
         }
+        f @ (Frame::PluginDeploy(_)
+        | Frame::PluginRollback { .. }
+        | Frame::PluginRemove { .. }
+        | Frame::PluginAttach { .. }
+        | Frame::PluginDetach { .. }) => match ctx.refuse_unless_leader() {
+            Some(error) => Frame::Error {
+                req_id: plugin_req_id(&f),
+                error,
+            },
+            None => plugin_admin(f, ctx).await,
+        },
+        Frame::PluginList { req_id } => Frame::PluginListResp {
+            req_id,
+            json: ctx.plugins.list_json(),
+        },
+        f @ (Frame::RegionStatus { .. }
+        | Frame::RegionAddNode { .. }
+        | Frame::RegionRemoveNode { .. }) => crate::region::handle(f, ctx).await,
+        other => error_frame(
+            0,
+            ErrorCode::BadRequest,
+            format!("frame kind {:#04x} is not a request", other.kind()),
+        ),
+    }
+}
+
+fn plugin_req_id(f: &Frame) -> u64 {
+    match f {
+        Frame::PluginDeploy(d) => d.req_id,
+        Frame::PluginRollback { req_id, .. }
+        | Frame::PluginRemove { req_id, .. }
+        | Frame::PluginAttach { req_id, .. }
+        | Frame::PluginDetach { req_id, .. } => *req_id,
+        _ => 0,
+    }
+}
+
+/// Plugin changes: each is persisted (through the region log, in a region) before it is
+/// answered.
+async fn plugin_admin(frame: Frame, ctx: &Ctx) -> Frame {
+    match frame {
         Frame::PluginDeploy(d) => {
             let req_id = d.req_id;
             match ctx.plugins.deploy(d).await {
@@ -53,10 +94,6 @@ pub(crate) async fn handle(frame: Frame, ctx: &Ctx) -> Frame {
                 Err(error) => Frame::Error { req_id, error },
             }
         }
-        Frame::PluginList { req_id } => Frame::PluginListResp {
-            req_id,
-            json: ctx.plugins.list_json(),
-        },
         Frame::PluginRollback { req_id, name, by } => {
             match ctx.plugins.rollback(&name, &by).await {
                 Ok(version) => Frame::PluginOk {
@@ -86,13 +123,10 @@ pub(crate) async fn handle(frame: Frame, ctx: &Ctx) -> Frame {
             stream,
             name,
         } => done(req_id, ctx.plugins.detach(&stream, &name).await),
-        f @ (Frame::RegionStatus { .. }
-        | Frame::RegionAddNode { .. }
-        | Frame::RegionRemoveNode { .. }) => crate::region::handle(f, ctx).await,
         other => error_frame(
-            0,
+            plugin_req_id(&other),
             ErrorCode::BadRequest,
-            format!("frame kind {:#04x} is not a request", other.kind()),
+            format!("frame kind {:#04x} is not a plugin change", other.kind()),
         ),
     }
 }

@@ -135,6 +135,7 @@ impl Node {
         tracing::info!(%addr, node = %ctx.config.node_name, data = %ctx.config.data_dir.display(), "node listening");
         ctx.tasks.spawn(purge_loop(ctx.clone()));
         ctx.plugins.start(&ctx.shutdown, &ctx.tasks);
+        ctx.tasks.spawn(reload_plugins_when_leading(ctx.clone()));
         let main = tokio::spawn(accept_loop(endpoint.clone(), ctx.clone()));
         Ok(Node {
             addr,
@@ -242,6 +243,68 @@ async fn join_region(config: &Config, store: &Store) -> Result<tern_region::Node
     let region = tern_region::NodeRegion::start(cfg, store.clone()).await?;
     tracing::info!(node_id = c.node_id, region = %config.region, listen = %c.listen, "joined region");
     Ok(region)
+}
+
+impl Ctx {
+    /// In a region, a change only the leader may make is refused elsewhere, before it
+    /// touches anything, with the leader's client address.
+    pub(crate) fn refuse_unless_leader(&self) -> Option<tern_proto::ErrorBody> {
+        let region = self.region.as_ref()?;
+        let m = region.raft.metrics().borrow().clone();
+        if m.current_leader == Some(region.id) {
+            return None;
+        }
+        let leader = m
+            .current_leader
+            .and_then(|l| m.membership_config.membership().get_node(&l).cloned())
+            .map(|n| n.client_addr)
+            .unwrap_or_default();
+        Some(tern_proto::ErrorBody {
+            code: tern_proto::ErrorCode::NotLeader,
+            message: leader,
+        })
+    }
+}
+
+/// A node that becomes its region's leader applies what its predecessor committed, then
+/// loads the plugin deployments from the replicated state, so the plugins it runs are the
+/// ones the region deployed.
+async fn reload_plugins_when_leading(ctx: Arc<Ctx>) {
+    let Some(region) = ctx.region.clone() else {
+        return;
+    };
+    let mut metrics = region.raft.metrics();
+    let mut leading = false;
+    loop {
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => return,
+            changed = metrics.changed() => if changed.is_err() { return },
+        }
+        let (now_leading, last_log) = {
+            let m = metrics.borrow();
+            (
+                m.current_leader == Some(region.id),
+                m.last_log_index.unwrap_or(0),
+            )
+        };
+        if now_leading && !leading {
+            let applied = region
+                .raft
+                .wait(Some(Duration::from_secs(10)))
+                .applied_index_at_least(Some(last_log), "leader catches up")
+                .await;
+            if let Err(e) = applied {
+                tracing::warn!(error = %e, "new leader did not apply its log in time; plugins reload anyway");
+            }
+            let plugins = ctx.plugins.clone();
+            match tokio::task::spawn_blocking(move || plugins.reload()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "reloading plugins failed"),
+                Err(e) => tracing::error!(error = %e, "reloading plugins failed"),
+            }
+        }
+        leading = now_leading;
+    }
 }
 
 async fn purge_loop(ctx: Arc<Ctx>) {

@@ -9,11 +9,14 @@ use openraft::{Config, SnapshotPolicy};
 pub struct RegionConfig {
     /// Name shared by the region's nodes (shows in openraft's logs and metrics).
     pub cluster_name: String,
-    /// How often the leader sends heartbeats. Default 100 ms.
+    /// How often the leader sends heartbeats. Default 150 ms.
     ///
     /// openraft's default is 50 ms. Each heartbeat is one RPC per follower; on a loaded
-    /// 2-core edge box 100 ms halves that cost and still sits 6x under the election
-    /// timeout, so three or four heartbeats in a row must go missing before anyone campaigns.
+    /// 2-core edge box 150 ms cuts that cost and still sits 4x under the election
+    /// timeout, so several heartbeats in a row must go missing before anyone campaigns.
+    /// openraft 0.9 also uses this interval as the deadline of every append-entries RPC
+    /// (sending the entries and the follower's fsync): under load, 100 ms was too short
+    /// and a follower fell behind for good, the same batch timing out again and again.
     pub heartbeat_ms: u64,
     /// Lower bound of the randomized election timeout. Default 600 ms.
     ///
@@ -49,7 +52,7 @@ impl Default for RegionConfig {
     fn default() -> RegionConfig {
         RegionConfig {
             cluster_name: "tern-region".into(),
-            heartbeat_ms: 100,
+            heartbeat_ms: 150,
             election_timeout_ms_min: 600,
             election_timeout_ms_max: 1200,
             snapshot_logs_since_last: 10_000,

@@ -14,8 +14,11 @@ pub const APPEND_BATCH_BYTES_MAX: usize = 8 * 1024 * 1024;
 pub const RPC_TIMEOUT_MS_MAX: u64 = 5_000;
 
 /// Bytes of log entries one append-entries RPC carries beyond its first entry: the leader
-/// sends fewer entries than openraft asked for rather than exceed it.
-pub const REPLICATION_BATCH_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// sends fewer entries than openraft asked for rather than exceed it. openraft 0.9 gives an
+/// append-entries RPC one heartbeat interval (100 ms by default) to reach the follower and
+/// be fsynced there, and resends the same range when it does not: a batch that cannot make
+/// it in time never will. 512 KiB keeps a loaded 2-core node well inside that.
+pub const REPLICATION_BATCH_BYTES_MAX: usize = 512 * 1024;
 /// Largest encoded region RPC or reply: one append batch beyond the replication budget,
 /// plus room for framing and snapshot metadata.
 pub const RPC_BYTES_MAX: usize = REPLICATION_BATCH_BYTES_MAX + APPEND_BATCH_BYTES_MAX + 1024 * 1024;

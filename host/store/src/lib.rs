@@ -164,6 +164,7 @@ impl Store {
             streams,
             last_hlc,
             broken: false,
+            synced_at: std::time::Instant::now(),
         };
         let handle = std::thread::Builder::new()
             .name("tern-store-writer".into())
@@ -212,9 +213,11 @@ impl Store {
         let _ = self.log.set(log);
     }
 
-    /// Applies committed log entries, in order, in one durable commit together with
-    /// `marker` (state-table writes recording how far the log is applied). Returns each
-    /// entry's outcomes. An `Err` means nothing was applied.
+    /// Applies committed log entries, in order, in one commit together with `marker`
+    /// (state-table writes recording how far the log is applied). Returns each entry's
+    /// outcomes. An `Err` means nothing was applied. The commit is fsynced at least once a
+    /// second, not each time: the log holds the entries durably, and after a crash the
+    /// marker says where to re-apply from.
     pub async fn apply_log(
         &self,
         entries: Vec<LogEntry>,

@@ -252,7 +252,13 @@ pub(crate) struct Writer {
     pub(crate) last_hlc: u64,
     /// A write failed with an I/O error: reopen the file before the next transaction.
     pub(crate) broken: bool,
+    /// When the last durable (fsynced) commit happened.
+    pub(crate) synced_at: std::time::Instant,
 }
+
+/// Longest time replicated entries are applied without an fsync of the store (see
+/// [`Writer::durable`]).
+const APPLY_SYNC_EVERY: std::time::Duration = std::time::Duration::from_millis(1000);
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
 pub fn now_ms() -> u64 {
@@ -346,6 +352,16 @@ impl Writer {
         Ok(())
     }
 
+    /// Whether this batch's commit must be fsynced. Every request a client waits for is,
+    /// except replicated log entries: the region's log has them on disk already and its
+    /// state machine re-applies whatever a crash took from the store (the applied position
+    /// commits with the entries), so applying skips the fsync, and only makes one at least
+    /// every [`APPLY_SYNC_EVERY`] so redb can reuse freed pages.
+    fn durable(&self, batch: &[Op]) -> bool {
+        !batch.iter().all(|op| matches!(op, Op::Apply { .. }))
+            || self.synced_at.elapsed() >= APPLY_SYNC_EVERY
+    }
+
     fn current_db(&self) -> Option<Arc<Database>> {
         self.db.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -364,7 +380,14 @@ impl Writer {
             batch.into_iter().for_each(|op| op.fail(&e));
             return;
         };
-        let txn = match db.begin_write() {
+        let durable = self.durable(&batch);
+        let txn = match db.begin_write().and_then(|mut t| {
+            if !durable {
+                // Only fails on a transaction with persistent savepoints, which tern never makes.
+                let _ = t.set_durability(redb::Durability::None);
+            }
+            Ok(t)
+        }) {
             Ok(t) => t,
             Err(e) => {
                 let e = StoreError::from(e);
@@ -430,6 +453,9 @@ impl Writer {
             tracing::error!(error = %e, "commit failed; nothing of this batch is stored");
             answers.into_iter().for_each(|a| a.fail(&e));
             return;
+        }
+        if durable {
+            self.synced_at = std::time::Instant::now();
         }
         self.streams = next;
         self.last_hlc = hlc;

@@ -56,7 +56,9 @@ struct Listing {
 }
 
 pub(crate) struct Plugins {
-    registry: Arc<Registry>,
+    /// Replaced whole when the stored registry is reloaded (a new region leader).
+    registry: RwLock<Arc<Registry>>,
+    clock: Arc<SystemClock>,
     store: Store,
     kv: Arc<StoredKv>,
     /// The hop of a publish: this region to itself, with this region's tags.
@@ -103,7 +105,7 @@ impl Plugins {
         };
         let started = std::time::Instant::now();
         let count = state.plugins.len();
-        let registry = Registry::restore(engine, clock, state, |digest| {
+        let registry = Registry::restore(engine, clock.clone(), state, |digest| {
             store.get_state(&blob_key(digest)).ok().flatten()
         })?;
         if count > 0 {
@@ -118,7 +120,8 @@ impl Plugins {
         }
         let plugins = Arc::new(Plugins {
             attached: RwLock::new(Arc::new(chained_streams(&registry.state()))),
-            registry: Arc::new(registry),
+            registry: RwLock::new(Arc::new(registry)),
+            clock,
             store: store.clone(),
             kv,
             local_hop: Hop {
@@ -143,8 +146,8 @@ impl Plugins {
     pub(crate) async fn deploy(&self, d: PluginDeploy) -> Result<(String, u32), ErrorBody> {
         let fallback = parse_fallback(d.fallback.as_deref())?;
         let _admin = self.admin.lock().await;
-        let before = self.registry.state();
-        let registry = self.registry.clone();
+        let before = self.registry().state();
+        let registry = self.registry();
         let name = d.name.clone();
         let stream = d.stream.clone();
         let version = tokio::task::spawn_blocking(move || -> Result<u32, PluginError> {
@@ -165,7 +168,7 @@ impl Plugins {
             Some(stream) => self.attach_locked(stream, &name, fallback),
             None => Ok(()),
         };
-        let bytes = self.registry.component_bytes(&name, version);
+        let bytes = self.registry().component_bytes(&name, version);
         self.persist(&before, bytes.as_deref()).await?;
         attached.map_err(|e| ErrorBody {
             code: e.code,
@@ -180,8 +183,8 @@ impl Plugins {
 
     pub(crate) async fn rollback(&self, name: &str, by: &str) -> Result<u32, ErrorBody> {
         let _admin = self.admin.lock().await;
-        let before = self.registry.state();
-        let registry = self.registry.clone();
+        let before = self.registry().state();
+        let registry = self.registry();
         let (n, b) = (name.to_string(), by.to_string());
         let version = tokio::task::spawn_blocking(move || registry.rollback(&n, &b))
             .await
@@ -194,8 +197,8 @@ impl Plugins {
 
     pub(crate) async fn remove(&self, name: &str, by: &str) -> Result<(), ErrorBody> {
         let _admin = self.admin.lock().await;
-        let before = self.registry.state();
-        self.registry
+        let before = self.registry().state();
+        self.registry()
             .remove(name, by)
             .map_err(|e| plugin_error(&e))?;
         self.kv.clear(name);
@@ -212,15 +215,15 @@ impl Plugins {
     ) -> Result<(), ErrorBody> {
         let fallback = parse_fallback(fallback)?;
         let _admin = self.admin.lock().await;
-        let before = self.registry.state();
+        let before = self.registry().state();
         self.attach_locked(stream, name, fallback)?;
         self.persist(&before, None).await
     }
 
     pub(crate) async fn detach(&self, stream: &str, name: &str) -> Result<(), ErrorBody> {
         let _admin = self.admin.lock().await;
-        let before = self.registry.state();
-        self.registry
+        let before = self.registry().state();
+        self.registry()
             .detach(stream, name)
             .map_err(|e| plugin_error(&e))?;
         self.persist(&before, None).await
@@ -228,9 +231,9 @@ impl Plugins {
 
     /// Plugins (with versions, streams and metrics), chains and the audit trail, as JSON.
     pub(crate) fn list_json(&self) -> String {
-        let state = self.registry.state();
+        let state = self.registry().state();
         let listing = Listing {
-            plugins: self.registry.list(),
+            plugins: self.registry().list(),
             chains: state.chains,
             audit: state.audit,
         };
@@ -250,11 +253,11 @@ impl Plugins {
             message: e.to_string(),
         })?;
         let hook = self
-            .registry
+            .registry()
             .plugin(name)
             .ok_or_else(|| plugin_error(&PluginError::UnknownPlugin(name.into())))?
             .hook();
-        let state = self.registry.state();
+        let state = self.registry().state();
         let position = state
             .chains
             .iter()
@@ -262,7 +265,7 @@ impl Plugins {
             .and_then(|c| c.plugins.iter().position(|a| a.plugin == name));
         match (position, fallback) {
             (Some(_), None) => Ok(()),
-            (position, fallback) => self.registry.attach(stream, name, fallback, position),
+            (position, fallback) => self.registry().attach(stream, name, fallback, position),
         }
         .map_err(|e| plugin_error(&e))
     }
@@ -274,7 +277,7 @@ impl Plugins {
         before: &RegistryState,
         new_blob: Option<&[u8]>,
     ) -> Result<(), ErrorBody> {
-        let after = self.registry.state();
+        let after = self.registry().state();
         *self.attached.write().unwrap_or_else(|p| p.into_inner()) =
             Arc::new(chained_streams(&after));
         let mut writes = vec![(
@@ -296,8 +299,33 @@ impl Plugins {
         })
     }
 
-    pub(crate) fn registry(&self) -> &Registry {
-        &self.registry
+    pub(crate) fn registry(&self) -> Arc<Registry> {
+        self.registry
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces the registry with the one in storage: a node that becomes its region's
+    /// leader takes over the deployments its predecessor replicated. Calls in flight finish
+    /// on the registry they started with. Blocking: compiles what is not cached.
+    pub(crate) fn reload(&self) -> Result<(), PluginsError> {
+        let _admin = self.admin.blocking_lock();
+        let state: RegistryState = match self.store.get_state(REGISTRY_KEY)? {
+            Some(json) => serde_json::from_slice(&json)?,
+            None => RegistryState::default(),
+        };
+        let count = state.plugins.len();
+        let engine = self.registry().engine().clone();
+        let store = &self.store;
+        let registry = Registry::restore(engine, self.clock.clone(), state, |digest| {
+            store.get_state(&blob_key(digest)).ok().flatten()
+        })?;
+        *self.attached.write().unwrap_or_else(|p| p.into_inner()) =
+            Arc::new(chained_streams(&registry.state()));
+        *self.registry.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(registry);
+        tracing::info!(plugins = count, "plugins reloaded from the region's state");
+        Ok(())
     }
 
     pub(crate) fn local_hop(&self) -> &Hop {
