@@ -155,13 +155,34 @@ impl Prepared {
     /// A message another node prepared (from a replicated log entry): the fields the
     /// writer needs are read back from the record, whose stamp fields are still zero.
     pub(crate) fn from_record(record: Vec<u8>, producer_id: bool) -> Result<Prepared, StoreError> {
-        let m = decode_message(0, &record)?;
+        // Only the fields the writer needs are copied out; headers and payload are skipped.
+        let mut c = Cursor {
+            b: &record,
+            what: "message",
+        };
+        c.format()?;
+        c.take(24)?;
+        let origin_len = c.u16()? as usize;
+        c.take(origin_len)?;
+        let subject = c.str()?;
+        let id = c.str()?;
+        let key = c.opt_str()?;
+        let mut header_bytes = 0;
+        for _ in 0..c.u16()? {
+            for _ in 0..2 {
+                let n = c.u16()? as usize;
+                c.take(n)?;
+                header_bytes += n;
+            }
+        }
+        let payload = c.u32()? as usize;
+        c.take(payload)?;
         Ok(Prepared {
-            size_bytes: m.size_bytes(),
-            subject: m.subject,
-            id: m.id,
+            size_bytes: (header_bytes + payload) as u64,
+            subject,
+            id,
             producer_id,
-            key: m.key,
+            key,
             record,
         })
     }
