@@ -159,6 +159,14 @@ impl Node {
         &self.ctx.store
     }
 
+    /// This node's view of its region (None when it runs on its own).
+    pub async fn region_status(&self) -> Option<tern_region::RegionStatus> {
+        match &self.ctx.region {
+            Some(r) => Some(tern_region::status(&r.raft).await),
+            None => None,
+        }
+    }
+
     /// Stop accepting, let in-flight requests finish (up to the shutdown timeout), close
     /// every connection, and stop storage after its queued writes are committed.
     pub async fn shutdown(self) {

@@ -329,8 +329,11 @@ async fn write_answers(
                             for _ in 0..copies {
                                 let r = match stored.next() {
                                     Some(Ok(mut receipt)) => {
-                                        // A region of one: the local fsync is also a quorum.
-                                        receipt.level = level;
+                                        // On its own, the node's fsync is every level asked
+                                        // for; a region's receipt already says `quorum`.
+                                        if receipt.level == AckLevel::Local {
+                                            receipt.level = level;
+                                        }
                                         Ok(receipt)
                                     }
                                     Some(Err(e)) => Err(store_error(&e)),

@@ -239,7 +239,9 @@ fn region_ca(ca_dir: &Path) -> Result<RegionCa, NetError> {
     if !path.exists() {
         let key = rcgen::KeyPair::generate()?;
         let cert = ca_params(REGION_CA_NAME)?.self_signed(&key)?;
-        let tmp = ca_dir.join(format!(".region-ca.{}.tmp", std::process::id()));
+        static TMP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = TMP.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = ca_dir.join(format!(".region-ca.{}.{n}.tmp", std::process::id()));
         write_private(
             &tmp,
             format!("{}{}", cert.pem(), key.serialize_pem()).as_bytes(),

@@ -359,6 +359,20 @@ impl Store {
         self.call(|reply| Op::PutState { writes, reply }).await?
     }
 
+    /// The ack floor of consumer group `group` on `stream` (every sequence below it is
+    /// acked or dead-lettered), as of the latest commit; `None` if there is no such group.
+    pub fn group_cursor(&self, stream: &str, group: &str) -> Result<Option<u64>, StoreError> {
+        let Some(sid) = self.views().get(stream).map(|v| v.rec.sid) else {
+            return Ok(None);
+        };
+        let txn = self.db()?.begin_read()?;
+        let groups = txn.open_table(GROUPS)?;
+        match groups.get((sid, group))? {
+            Some(v) => Ok(Some(records::decode_group(v.value())?.cursor)),
+            None => Ok(None),
+        }
+    }
+
     /// One key of the node-state table.
     pub fn get_state(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let txn = self.db()?.begin_read()?;

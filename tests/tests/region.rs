@@ -1,0 +1,232 @@
+//! A region of three nodes in this process, on loopback, each with its own redb files and
+//! a shared development region CA: writes reach every member through the log, followers
+//! send clients to the leader, and a consumer group continues on a new leader exactly
+//! where it was.
+
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tern_client::{
+    AckLevel, Client, ClientConfig, PubMessage, StartPosition, StreamConfig, SubscribeOptions,
+};
+use tern_tests::{eventually, free_loopback_addr, next_delivery, TestNode};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+struct Region {
+    nodes: Vec<Option<TestNode>>,
+    servers: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Region {
+    async fn start() -> Region {
+        let dir = tempfile::tempdir().unwrap();
+        let client: Vec<_> = (0..3).map(|_| free_loopback_addr()).collect();
+        let raft: Vec<_> = (0..3).map(|_| free_loopback_addr()).collect();
+        let peers: Vec<String> = (0..3)
+            .map(|i| format!("{}={}/{}", i + 1, raft[i], client[i]))
+            .collect();
+        let mut starting = Vec::new();
+        for i in 0..3 {
+            let (peers, ca) = (peers.clone(), dir.path().join("ca"));
+            let data = dir.path().join(format!("n{i}"));
+            let (listen, region_listen) = (client[i], raft[i]);
+            starting.push(tokio::spawn(TestNode::start_in(data, move |c| {
+                c.listen = listen;
+                c.region = "eu".into();
+                c.cluster.node_id = i as u64 + 1;
+                c.cluster.peers = peers;
+                c.cluster.listen = region_listen;
+                c.cluster.ca_dir = Some(ca);
+            })));
+        }
+        let mut nodes = Vec::new();
+        for s in starting {
+            nodes.push(Some(s.await.unwrap()));
+        }
+        Region {
+            nodes,
+            servers: client.iter().map(|a| a.to_string()).collect(),
+            _dir: dir,
+        }
+    }
+
+    fn node(&self, i: usize) -> &TestNode {
+        self.nodes[i].as_ref().expect("node is running")
+    }
+
+    /// The index of the running member every running member names as leader.
+    async fn leader(&self) -> usize {
+        let agreed = eventually(200, Duration::from_millis(100), || async {
+            let mut leaders = Vec::new();
+            for n in self.nodes.iter().flatten() {
+                leaders.push(n.node().region_status().await?.leader?);
+            }
+            let first = *leaders.first()?;
+            let running = self.nodes.iter().flatten().count();
+            let index = first as usize - 1;
+            let alive = self.nodes.get(index).is_some_and(Option::is_some);
+            (alive && leaders.len() == running && leaders.iter().all(|&l| l == first))
+                .then_some(index)
+        })
+        .await;
+        agreed.expect("the running members agree on a leader")
+    }
+
+    /// A client that knows the given members, in that order.
+    async fn client(&self, members: &[usize]) -> Client {
+        let servers = members.iter().map(|&i| self.servers[i].clone()).collect();
+        let ca = self.nodes.iter().flatten().next().unwrap().ca();
+        let mut c = ClientConfig::new(servers, ca);
+        c.connect_timeout_ms = 2_000;
+        c.request_timeout_ms = 5_000;
+        Client::connect(c).await.expect("client connects")
+    }
+}
+
+fn msg(i: usize) -> PubMessage {
+    PubMessage {
+        subject: format!("orders.{}", i % 3),
+        id: Some(format!("order-{i}")),
+        key: Some(format!("customer-{}", i % 5)),
+        payload: Bytes::from(format!("order {i}")),
+        ..Default::default()
+    }
+}
+
+async fn stream_on(node: &TestNode, n: u64) -> Vec<(u64, String, u64, u64)> {
+    let read = |node: &TestNode| {
+        node.node()
+            .store()
+            .read("orders", 1, 10_000, usize::MAX)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| (m.seq, m.id, m.key_seq, m.hlc))
+            .collect::<Vec<_>>()
+    };
+    let got = eventually(200, Duration::from_millis(50), || async {
+        let v = read(node);
+        (v.len() as u64 == n).then_some(v)
+    })
+    .await;
+    got.unwrap_or_else(|| read(node))
+}
+
+async fn create_stream(client: &Client) {
+    client
+        .create_stream(StreamConfig {
+            name: "orders".into(),
+            subjects: vec!["orders.>".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}
+
+fn no_leader_data_left(dir: &Path) {
+    assert!(
+        dir.join("region.redb").exists(),
+        "the log file is next to the store"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_reach_every_member_and_followers_send_clients_to_the_leader() {
+    let region = Region::start().await;
+    let leader = region.leader().await;
+    let follower = (leader + 1) % 3;
+    // The follower comes first: its `not_leader` answer moves the client to the leader.
+    let client = region.client(&[follower, leader]).await;
+    create_stream(&client).await;
+    for i in 0..60 {
+        let r = client.publish(msg(i), AckLevel::Local).await.unwrap();
+        assert_eq!(r.seq, i as u64 + 1);
+        assert_eq!(r.level, AckLevel::Quorum, "a region acks at quorum");
+    }
+    let retry = client.publish(msg(7), AckLevel::Quorum).await.unwrap();
+    assert!(retry.duplicate && retry.seq == 8, "{retry:?}");
+
+    // Same messages, same order, same stamps on every member.
+    let on_leader = stream_on(region.node(leader), 60).await;
+    for i in 0..3 {
+        assert_eq!(stream_on(region.node(i), 60).await, on_leader, "member {i}");
+        no_leader_data_left(&region.node(i).config.data_dir);
+    }
+    let key_seqs: Vec<u64> = on_leader.iter().map(|m| m.2).collect();
+    assert_eq!(key_seqs[..10], [1, 1, 1, 1, 1, 2, 2, 2, 2, 2]);
+
+    // A reader may use any member.
+    let reader = region.client(&[follower]).await;
+    let mut sub = reader
+        .subscribe(SubscribeOptions::new("orders.>").start(StartPosition::Start))
+        .await
+        .unwrap();
+    let first = next_delivery(&mut sub, WAIT).await;
+    assert_eq!(first.id, "order-0");
+    for n in region.nodes.into_iter().flatten() {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_consumer_group_continues_on_the_new_leader_where_it_was() {
+    let mut region = Region::start().await;
+    let leader = region.leader().await;
+    let client = region.client(&[0, 1, 2]).await;
+    create_stream(&client).await;
+    let batch: Vec<PubMessage> = (0..50).map(msg).collect();
+    for r in client.publish_batch(batch, AckLevel::Quorum).await.unwrap() {
+        r.unwrap();
+    }
+    let mut sub = client
+        .subscribe(SubscribeOptions::new("orders.>").group("billing"))
+        .await
+        .unwrap();
+    for expected in 1..=20u64 {
+        let d = next_delivery(&mut sub, WAIT).await;
+        assert_eq!(d.stamp.local_seq, expected);
+        sub.ack(expected).await.unwrap();
+    }
+    sub.close().await;
+    client.close().await;
+    // The acks reach every member through the log: each one's stored cursor moves to 21.
+    for i in 0..3 {
+        let store = region.node(i).node().store().clone();
+        let cursor = eventually(200, Duration::from_millis(50), || {
+            let store = store.clone();
+            async move {
+                store
+                    .group_cursor("orders", "billing")
+                    .ok()
+                    .flatten()
+                    .filter(|&c| c == 21)
+            }
+        })
+        .await;
+        assert_eq!(cursor, Some(21), "member {i}");
+    }
+
+    region.nodes[leader].take().unwrap().stop().await;
+    let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    let new_leader = region.leader().await;
+    assert_ne!(new_leader, leader);
+    let client = region.client(&others).await;
+    let mut sub = client
+        .subscribe(SubscribeOptions::new("orders.>").group("billing"))
+        .await
+        .unwrap();
+    let d = next_delivery(&mut sub, WAIT).await;
+    assert_eq!(
+        d.stamp.local_seq, 21,
+        "the group resumes at its replicated cursor"
+    );
+    // The two members left still take writes: a quorum of two.
+    let r = client.publish(msg(1000), AckLevel::Quorum).await.unwrap();
+    assert_eq!((r.seq, r.level), (51, AckLevel::Quorum));
+    sub.close().await;
+    for n in region.nodes.into_iter().flatten() {
+        n.stop().await;
+    }
+}
