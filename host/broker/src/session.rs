@@ -308,7 +308,17 @@ async fn write_answers(
                 rx,
                 batch,
             } => {
-                let stored = rx.await.unwrap_or_default();
+                // Answers already written go out before waiting for a commit: holding them
+                // until the queue is empty would hold them as long as requests keep coming.
+                let mut rx = rx;
+                let stored = match rx.try_recv() {
+                    Ok(stored) => stored,
+                    Err(oneshot::error::TryRecvError::Empty) => {
+                        writer.flush().await?;
+                        rx.await.unwrap_or_default()
+                    }
+                    Err(oneshot::error::TryRecvError::Closed) => Vec::new(),
+                };
                 let mut stored = stored.into_iter();
                 let results = slots
                     .into_iter()
