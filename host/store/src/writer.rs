@@ -381,12 +381,12 @@ impl Writer {
             return;
         };
         let durable = self.durable(&batch);
-        let txn = match db.begin_write().and_then(|mut t| {
+        let txn = match db.begin_write().map(|mut t| {
             if !durable {
                 // Only fails on a transaction with persistent savepoints, which tern never makes.
                 let _ = t.set_durability(redb::Durability::None);
             }
-            Ok(t)
+            t
         }) {
             Ok(t) => t,
             Err(e) => {

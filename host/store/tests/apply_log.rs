@@ -33,7 +33,7 @@ fn entries() -> Vec<Vec<u8>> {
         ..StreamConfig::default()
     };
     let day = 86_400_000;
-    vec![
+    [
         LogEntry {
             time_ms: day,
             changes: vec![Change::CreateStream(config)],
