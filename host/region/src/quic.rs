@@ -344,19 +344,88 @@ impl Transport for QuicTransport {
         let lost = |_| TransportError::Lost(to);
         let (mut send, mut recv) = conn.open_bi().await.map_err(|_| {
             // The connection is gone; dial afresh next time.
-            self.lock_peers().remove(&to);
+            self.forget(to, &conn);
             TransportError::Lost(to)
         })?;
+        let mut call = Call::start(self, to, &conn);
         send.write_all(&request).await.map_err(lost)?;
         send.finish().map_err(|_| TransportError::Lost(to))?;
         let reply = recv
             .read_to_end(RPC_BYTES_MAX)
             .await
             .map_err(|_| TransportError::Lost(to))?;
+        call.answered();
         wire::decode_reply(&reply).map_err(|e| TransportError::Codec {
             peer: to,
             reason: e.to_string(),
         })
+    }
+}
+
+impl QuicTransport {
+    /// Drops `conn` as the connection to `to` (unless it was replaced already) and closes
+    /// it: the next call dials afresh.
+    fn forget(&self, to: NodeId, conn: &quinn::Connection) {
+        let mut peers = self.lock_peers();
+        if peers
+            .get(&to)
+            .is_some_and(|c| c.stable_id() == conn.stable_id())
+        {
+            peers.remove(&to);
+        }
+        drop(peers);
+        conn.close(0u32.into(), b"no answer");
+    }
+}
+
+/// One request on a peer connection, watched for a dead connection.
+///
+/// A peer that was killed, paused, or restarted on the same address (its new endpoint
+/// does not know the old connection and cannot reset it) leaves the connection looking
+/// open until the QUIC idle timeout, [`IDLE_TIMEOUT_MS`]; every request sent on it waits
+/// out openraft's deadline meanwhile, so a restarted follower hears no leader and starts
+/// elections, and a survivor cannot win one. So when a request is abandoned (dropped at
+/// its deadline) and nothing at all arrived on the connection since it was sent, the
+/// connection is forgotten: a live peer's QUIC stack acknowledges the request within its
+/// ack delay (25 ms) whatever its Raft is doing, so silence for a whole deadline (100 ms
+/// or more) means the connection is dead. A slow but live peer keeps its connection. This
+/// assumes round trips well under openraft's shortest deadline (the heartbeat interval),
+/// which a region's nodes need anyway: with longer ones no heartbeat would be answered in
+/// time either.
+struct Call<'a> {
+    transport: &'a QuicTransport,
+    to: NodeId,
+    conn: &'a quinn::Connection,
+    /// Datagrams received on the connection before the request was sent.
+    rx_before: u64,
+    answered: bool,
+}
+
+impl<'a> Call<'a> {
+    fn start(transport: &'a QuicTransport, to: NodeId, conn: &'a quinn::Connection) -> Self {
+        Call {
+            transport,
+            to,
+            conn,
+            rx_before: conn.stats().udp_rx.datagrams,
+            answered: false,
+        }
+    }
+
+    fn answered(&mut self) {
+        self.answered = true;
+    }
+}
+
+impl Drop for Call<'_> {
+    fn drop(&mut self) {
+        if !self.answered && self.conn.stats().udp_rx.datagrams == self.rx_before {
+            tracing::debug!(
+                peer = self.to,
+                "no answer and no acknowledgement; redialling"
+            );
+            self.transport.forget(self.to, self.conn);
+        }
     }
 }
 
@@ -478,5 +547,91 @@ mod tests {
         t2.close();
         t1.close();
         serving.abort();
+    }
+
+    /// Relays UDP between `client` and a backend that the test can switch; packets from
+    /// anyone else are dropped. Switching the backend is a peer restarted on the same
+    /// address: the new endpoint knows nothing of the client's connection, the old one
+    /// falls silent.
+    async fn relay(
+        client: SocketAddr,
+        backend: SocketAddr,
+    ) -> (SocketAddr, Arc<Mutex<SocketAddr>>, JoinHandle<()>) {
+        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind relay");
+        let addr = sock.local_addr().expect("relay addr");
+        let backend = Arc::new(Mutex::new(backend));
+        let task = tokio::spawn({
+            let backend = backend.clone();
+            async move {
+                let mut buf = vec![0u8; 65_536];
+                while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+                    let current = *backend.lock().expect("relay lock");
+                    let to = match from {
+                        f if f == client => current,
+                        f if f == current => client,
+                        _ => continue,
+                    };
+                    let _ = sock.send_to(&buf[..n], to).await;
+                }
+            }
+        });
+        (addr, backend, task)
+    }
+
+    /// A peer restarted on the same address: the caller's old connection gets no answer;
+    /// the first call abandoned at its deadline drops it, and the next one dials the new
+    /// process (without this, every call waits out the 10 s idle timeout).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_peer_restarted_on_the_same_address_is_redialled_after_one_silent_call() {
+        let dir = tempfile::tempdir().expect("dir");
+        let tls = tls();
+        let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        let t1 = QuicTransport::bind_with(any, &clone_tls(&tls), None).expect("bind 1");
+        let config = RegionConfig::default().to_openraft().expect("config");
+        let mut peers = Vec::new();
+        for id in [2u64, 3] {
+            let t = Arc::new(QuicTransport::bind_with(any, &clone_tls(&tls), None).expect("bind"));
+            let store = RegionStore::open(dir.path().join(format!("n{id}.redb"))).expect("store");
+            let (raft, _) = start_on(id, config.clone(), store, t.clone())
+                .await
+                .expect("start");
+            let serving = t.serve(raft.clone());
+            peers.push((t, raft, serving));
+        }
+        let (relay_addr, backend, relay_task) = relay(
+            t1.local_addr().expect("addr"),
+            peers[0].0.local_addr().expect("addr"),
+        )
+        .await;
+        let to2 = NodeAddr::new(relay_addr.to_string());
+        let deadline = Duration::from_millis(200);
+        let call = || tokio::time::timeout(deadline, t1.call(1, 2, &to2, vote_from(1)));
+
+        let first = call().await;
+        assert!(matches!(first, Ok(Ok(RaftReply::Vote(_)))), "{first:?}");
+
+        *backend.lock().expect("relay lock") = peers[1].0.local_addr().expect("addr");
+        let restarted = Instant::now();
+        let mut silent = 0;
+        loop {
+            match call().await {
+                Ok(Ok(RaftReply::Vote(_))) => break,
+                other => {
+                    silent += 1;
+                    assert!(silent <= 3, "no answer from the restarted peer: {other:?}");
+                }
+            }
+        }
+        assert!(restarted.elapsed() < Duration::from_secs(2));
+
+        relay_task.abort();
+        t1.close();
+        for (t, raft, serving) in peers {
+            let _ = raft.shutdown().await;
+            t.close();
+            serving.abort();
+        }
     }
 }
