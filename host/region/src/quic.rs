@@ -8,11 +8,23 @@
 //! requests open) and keeps one outgoing connection per peer, re-dialled when it fails.
 //! Not done yet: binding a certificate to a node id (any certificate from the region CA may
 //! speak for any node), certificate rotation, and revocation lists.
+//!
+//! Test only: a partition switch for fault tests that run nodes as separate processes.
+//! When the environment variable [`PARTITION_FILE_ENV`] (`TERN_TEST_REGION_FAULTS`) names a
+//! file, the transport cuts this node off from the peer ids listed in it, one per line:
+//! calls to them fail at once as [`TransportError::Unreachable`], and requests from them
+//! (the sender is the node id in the request's vote, which every region RPC carries) are
+//! reset unanswered. A missing or empty file cuts nothing. The file is re-read at most
+//! every [`PARTITION_REREAD_MS`], so a test flips the partition by rewriting it. Listing
+//! the peers on both sides (the isolated node lists everyone, everyone lists it) makes a
+//! complete partition even if one side's file is read late. With the variable unset (any
+//! real deployment) there is no file and no check.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -30,6 +42,69 @@ pub const REGION_ALPN: &[u8] = b"tern-region/1";
 const IDLE_TIMEOUT_MS: u32 = 10_000;
 /// Keep-alive on quiet connections, well under the idle timeout.
 const KEEP_ALIVE_MS: u64 = 2_000;
+/// Stream reset code: the request does not decode.
+const RESET_MALFORMED: u32 = 1;
+/// Stream reset code: the test partition cuts the sender off (see the module docs).
+const RESET_PARTITIONED: u32 = 2;
+
+/// Test only: names the partition file (see the module docs).
+pub const PARTITION_FILE_ENV: &str = "TERN_TEST_REGION_FAULTS";
+/// Test only: the partition file is read at most this often; a rewrite takes effect within
+/// this time.
+pub const PARTITION_REREAD_MS: u64 = 100;
+
+/// Test only: the peers this node is cut off from, as listed in the partition file.
+struct Partition {
+    path: PathBuf,
+    /// When the file was last read, and the ids it listed.
+    cut: Mutex<(Option<Instant>, BTreeSet<NodeId>)>,
+}
+
+impl Partition {
+    /// The partition named by [`PARTITION_FILE_ENV`], if the variable is set.
+    fn from_env() -> Option<Arc<Partition>> {
+        let path = std::env::var_os(PARTITION_FILE_ENV)?;
+        tracing::warn!(file = ?path, "test partition switch on: region traffic may be cut");
+        Some(Arc::new(Partition::new(path.into())))
+    }
+
+    fn new(path: PathBuf) -> Partition {
+        Partition {
+            path,
+            cut: Mutex::new((None, BTreeSet::new())),
+        }
+    }
+
+    /// Whether traffic with `peer` is cut. Reads the file when the last read is older than
+    /// [`PARTITION_REREAD_MS`]: a small file, read while holding the lock so that a burst
+    /// of RPCs reads it once.
+    fn cuts(&self, peer: NodeId) -> bool {
+        // Never held across an await or a call that can panic.
+        let mut cut = self.cut.lock().unwrap_or_else(|p| p.into_inner());
+        let stale = cut
+            .0
+            .is_none_or(|t| t.elapsed() >= Duration::from_millis(PARTITION_REREAD_MS));
+        if stale {
+            // A missing or unreadable file cuts nothing (healed).
+            let text = std::fs::read_to_string(&self.path).unwrap_or_default();
+            *cut = (
+                Some(Instant::now()),
+                text.lines().filter_map(|l| l.trim().parse().ok()).collect(),
+            );
+        }
+        cut.1.contains(&peer)
+    }
+}
+
+/// The node that sent `rpc`: every region RPC carries its sender's vote (the leader's for
+/// appends and snapshots, the candidate's for votes).
+fn sender(rpc: &RaftRpc) -> NodeId {
+    match rpc {
+        RaftRpc::AppendEntries(r) => r.vote.leader_id().node_id,
+        RaftRpc::Vote(r) => r.vote.leader_id().node_id,
+        RaftRpc::InstallSnapshot(r) => r.vote.leader_id().node_id,
+    }
+}
 
 /// The region's certificates as this node holds them.
 pub struct RegionTls {
@@ -114,18 +189,34 @@ pub struct QuicTransport {
     client: quinn::ClientConfig,
     /// One outgoing connection per peer.
     peers: Mutex<BTreeMap<NodeId, quinn::Connection>>,
+    /// Test only: the partition switch, `None` unless [`PARTITION_FILE_ENV`] is set.
+    partition: Option<Arc<Partition>>,
 }
 
 impl QuicTransport {
     /// Binds the node's region endpoint on `addr` (port 0 picks a free port).
     pub fn bind(addr: SocketAddr, tls: &RegionTls) -> Result<QuicTransport, QuicError> {
+        QuicTransport::bind_with(addr, tls, Partition::from_env())
+    }
+
+    fn bind_with(
+        addr: SocketAddr,
+        tls: &RegionTls,
+        partition: Option<Arc<Partition>>,
+    ) -> Result<QuicTransport, QuicError> {
         let (server, client) = configs(tls)?;
         let endpoint = quinn::Endpoint::server(server, addr)?;
         Ok(QuicTransport {
             endpoint,
             client,
             peers: Mutex::new(BTreeMap::new()),
+            partition,
         })
+    }
+
+    /// Test only: whether the partition switch cuts traffic with `peer`.
+    fn is_cut(&self, peer: NodeId) -> bool {
+        self.partition.as_ref().is_some_and(|p| p.cuts(peer))
     }
 
     /// The address peers reach this node at.
@@ -136,6 +227,7 @@ impl QuicTransport {
     /// Serves peers' requests to `raft` until [`QuicTransport::close`].
     pub fn serve(&self, raft: Raft) -> JoinHandle<()> {
         let endpoint = self.endpoint.clone();
+        let partition = self.partition.clone();
         tokio::spawn(async move {
             let slots = Arc::new(Semaphore::new(REGION_CONNECTIONS_MAX));
             while let Some(incoming) = endpoint.accept().await {
@@ -143,11 +235,11 @@ impl QuicTransport {
                     incoming.refuse();
                     continue;
                 };
-                let raft = raft.clone();
+                let (raft, partition) = (raft.clone(), partition.clone());
                 tokio::spawn(async move {
                     let _slot = slot;
                     match incoming.await {
-                        Ok(conn) => serve_connection(conn, raft).await,
+                        Ok(conn) => serve_connection(conn, raft, partition).await,
                         Err(e) => tracing::debug!(error = %e, "region handshake failed"),
                     }
                 });
@@ -201,19 +293,23 @@ async fn resolve(quic_addr: &str) -> Option<(SocketAddr, String)> {
     Some((sock, host))
 }
 
-async fn serve_connection(conn: quinn::Connection, raft: Raft) {
+async fn serve_connection(conn: quinn::Connection, raft: Raft, partition: Option<Arc<Partition>>) {
     // quinn caps open streams per connection (REGION_STREAMS_PER_CONNECTION_MAX).
     while let Ok((mut send, mut recv)) = conn.accept_bi().await {
-        let raft = raft.clone();
+        let (raft, partition) = (raft.clone(), partition.clone());
         tokio::spawn(async move {
             let Ok(bytes) = recv.read_to_end(RPC_BYTES_MAX).await else {
                 return;
             };
             let reply = match wire::decode_rpc(&bytes) {
+                Ok(rpc) if partition.as_ref().is_some_and(|p| p.cuts(sender(&rpc))) => {
+                    let _ = send.reset(RESET_PARTITIONED.into());
+                    return;
+                }
                 Ok(rpc) => serve(&raft, rpc).await,
                 Err(e) => {
                     tracing::warn!(error = %e, "malformed region request");
-                    let _ = send.reset(1u32.into());
+                    let _ = send.reset(RESET_MALFORMED.into());
                     return;
                 }
             };
@@ -237,6 +333,9 @@ impl Transport for QuicTransport {
         addr: &NodeAddr,
         rpc: RaftRpc,
     ) -> Result<RaftReply, TransportError> {
+        if self.is_cut(to) {
+            return Err(TransportError::Unreachable(to));
+        }
         let request = wire::encode_rpc(&rpc).map_err(|e| TransportError::Codec {
             peer: to,
             reason: e.to_string(),
@@ -245,18 +344,294 @@ impl Transport for QuicTransport {
         let lost = |_| TransportError::Lost(to);
         let (mut send, mut recv) = conn.open_bi().await.map_err(|_| {
             // The connection is gone; dial afresh next time.
-            self.lock_peers().remove(&to);
+            self.forget(to, &conn);
             TransportError::Lost(to)
         })?;
+        let mut call = Call::start(self, to, &conn);
         send.write_all(&request).await.map_err(lost)?;
         send.finish().map_err(|_| TransportError::Lost(to))?;
         let reply = recv
             .read_to_end(RPC_BYTES_MAX)
             .await
             .map_err(|_| TransportError::Lost(to))?;
+        call.answered();
         wire::decode_reply(&reply).map_err(|e| TransportError::Codec {
             peer: to,
             reason: e.to_string(),
         })
+    }
+}
+
+impl QuicTransport {
+    /// Drops `conn` as the connection to `to` (unless it was replaced already) and closes
+    /// it: the next call dials afresh.
+    fn forget(&self, to: NodeId, conn: &quinn::Connection) {
+        let mut peers = self.lock_peers();
+        if peers
+            .get(&to)
+            .is_some_and(|c| c.stable_id() == conn.stable_id())
+        {
+            peers.remove(&to);
+        }
+        drop(peers);
+        conn.close(0u32.into(), b"no answer");
+    }
+}
+
+/// One request on a peer connection, watched for a dead connection.
+///
+/// A peer that was killed, paused, or restarted on the same address (its new endpoint
+/// does not know the old connection and cannot reset it) leaves the connection looking
+/// open until the QUIC idle timeout, [`IDLE_TIMEOUT_MS`]; every request sent on it waits
+/// out openraft's deadline meanwhile, so a restarted follower hears no leader and starts
+/// elections, and a survivor cannot win one. So when a request is abandoned (dropped at
+/// its deadline) and nothing at all arrived on the connection since it was sent, the
+/// connection is forgotten: a live peer's QUIC stack acknowledges the request within its
+/// ack delay (25 ms) whatever its Raft is doing, so silence for a whole deadline (100 ms
+/// or more) means the connection is dead. A slow but live peer keeps its connection. This
+/// assumes round trips well under openraft's shortest deadline (the heartbeat interval),
+/// which a region's nodes need anyway: with longer ones no heartbeat would be answered in
+/// time either.
+struct Call<'a> {
+    transport: &'a QuicTransport,
+    to: NodeId,
+    conn: &'a quinn::Connection,
+    /// Datagrams received on the connection before the request was sent.
+    rx_before: u64,
+    answered: bool,
+}
+
+impl<'a> Call<'a> {
+    fn start(transport: &'a QuicTransport, to: NodeId, conn: &'a quinn::Connection) -> Self {
+        Call {
+            transport,
+            to,
+            conn,
+            rx_before: conn.stats().udp_rx.datagrams,
+            answered: false,
+        }
+    }
+
+    fn answered(&mut self) {
+        self.answered = true;
+    }
+}
+
+impl Drop for Call<'_> {
+    fn drop(&mut self) {
+        if !self.answered && self.conn.stats().udp_rx.datagrams == self.rx_before {
+            tracing::debug!(
+                peer = self.to,
+                "no answer and no acknowledgement; redialling"
+            );
+            self.transport.forget(self.to, self.conn);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{start_on, RegionConfig, RegionStore};
+    use rustls::pki_types::PrivatePkcs8KeyDer;
+
+    /// A CA and a certificate for 127.0.0.1 signed by it.
+    fn tls() -> RegionTls {
+        let ca_key = rcgen::KeyPair::generate().expect("ca key");
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_cert = ca.self_signed(&ca_key).expect("ca cert");
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+        let key = rcgen::KeyPair::generate().expect("node key");
+        let mut params =
+            rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("node params");
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::IpAddress("127.0.0.1".parse().expect("ip")));
+        let cert = params.signed_by(&key, &issuer).expect("node cert");
+        RegionTls {
+            ca: vec![CertificateDer::from(ca_cert.der().to_vec())],
+            chain: vec![CertificateDer::from(cert.der().to_vec())],
+            key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        }
+    }
+
+    fn clone_tls(t: &RegionTls) -> RegionTls {
+        RegionTls {
+            ca: t.ca.clone(),
+            chain: t.chain.clone(),
+            key: t.key.clone_key(),
+        }
+    }
+
+    fn vote_from(id: NodeId) -> RaftRpc {
+        RaftRpc::Vote(openraft::raft::VoteRequest {
+            vote: openraft::Vote::new(1, id),
+            last_log_id: None,
+        })
+    }
+
+    fn reread() -> Duration {
+        Duration::from_millis(PARTITION_REREAD_MS + 20)
+    }
+
+    #[test]
+    fn the_partition_file_is_read_by_time_and_empty_or_missing_cuts_nothing() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("cut");
+        let p = Partition::new(path.clone());
+        let read_at = Instant::now();
+        assert!(!p.cuts(2), "a missing file cuts nothing");
+        std::fs::write(&path, "2\n 3 \n\nnot an id\n").expect("write");
+        let cached = p.cuts(2);
+        // Only meaningful when this ran within the interval (a loaded machine may stall).
+        if read_at.elapsed() < Duration::from_millis(PARTITION_REREAD_MS / 2) {
+            assert!(!cached, "the file is not re-read before the interval");
+        }
+        std::thread::sleep(reread());
+        assert!(p.cuts(2) && p.cuts(3) && !p.cuts(1));
+        std::fs::write(&path, "").expect("write");
+        std::thread::sleep(reread());
+        assert!(!p.cuts(2) && !p.cuts(3), "an empty file heals");
+        assert_eq!(sender(&vote_from(7)), 7);
+    }
+
+    /// Node 1 calls node 2 over QUIC: cut on the sending side the call fails as
+    /// unreachable at once; cut on the serving side only (node 2 lists node 1) the request
+    /// goes unanswered; healed, node 2's Raft answers.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_partition_cuts_both_sending_and_serving_and_heals() {
+        let dir = tempfile::tempdir().expect("dir");
+        let tls = tls();
+        let (file1, file2) = (dir.path().join("cut1"), dir.path().join("cut2"));
+        let t1 = QuicTransport::bind_with(
+            "127.0.0.1:0".parse().expect("addr"),
+            &clone_tls(&tls),
+            Some(Arc::new(Partition::new(file1.clone()))),
+        )
+        .expect("bind 1");
+        let t2 = Arc::new(
+            QuicTransport::bind_with(
+                "127.0.0.1:0".parse().expect("addr"),
+                &clone_tls(&tls),
+                Some(Arc::new(Partition::new(file2.clone()))),
+            )
+            .expect("bind 2"),
+        );
+        let config = RegionConfig::default().to_openraft().expect("config");
+        let store = RegionStore::open(dir.path().join("n2.redb")).expect("store");
+        let (raft2, _) = start_on(2, config, store, t2.clone()).await.expect("start");
+        let serving = t2.serve(raft2.clone());
+        let to2 = NodeAddr::new(t2.local_addr().expect("addr").to_string());
+
+        let answered = t1.call(1, 2, &to2, vote_from(1)).await;
+        assert!(matches!(answered, Ok(RaftReply::Vote(_))), "{answered:?}");
+
+        std::fs::write(&file1, "2\n").expect("write");
+        tokio::time::sleep(reread()).await;
+        let r = t1.call(1, 2, &to2, vote_from(1)).await;
+        assert_eq!(r.err(), Some(TransportError::Unreachable(2)));
+
+        std::fs::write(&file1, "").expect("write");
+        std::fs::write(&file2, "1\n").expect("write");
+        tokio::time::sleep(reread()).await;
+        let r = t1.call(1, 2, &to2, vote_from(1)).await;
+        assert_eq!(r.err(), Some(TransportError::Lost(2)));
+
+        std::fs::write(&file2, "").expect("write");
+        tokio::time::sleep(reread()).await;
+        let healed = t1.call(1, 2, &to2, vote_from(1)).await;
+        assert!(matches!(healed, Ok(RaftReply::Vote(_))), "{healed:?}");
+
+        let _ = raft2.shutdown().await;
+        t2.close();
+        t1.close();
+        serving.abort();
+    }
+
+    /// Relays UDP between `client` and a backend that the test can switch; packets from
+    /// anyone else are dropped. Switching the backend is a peer restarted on the same
+    /// address: the new endpoint knows nothing of the client's connection, the old one
+    /// falls silent.
+    async fn relay(
+        client: SocketAddr,
+        backend: SocketAddr,
+    ) -> (SocketAddr, Arc<Mutex<SocketAddr>>, JoinHandle<()>) {
+        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind relay");
+        let addr = sock.local_addr().expect("relay addr");
+        let backend = Arc::new(Mutex::new(backend));
+        let task = tokio::spawn({
+            let backend = backend.clone();
+            async move {
+                let mut buf = vec![0u8; 65_536];
+                while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+                    let current = *backend.lock().expect("relay lock");
+                    let to = match from {
+                        f if f == client => current,
+                        f if f == current => client,
+                        _ => continue,
+                    };
+                    let _ = sock.send_to(&buf[..n], to).await;
+                }
+            }
+        });
+        (addr, backend, task)
+    }
+
+    /// A peer restarted on the same address: the caller's old connection gets no answer;
+    /// the first call abandoned at its deadline drops it, and the next one dials the new
+    /// process (without this, every call waits out the 10 s idle timeout).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_peer_restarted_on_the_same_address_is_redialled_after_one_silent_call() {
+        let dir = tempfile::tempdir().expect("dir");
+        let tls = tls();
+        let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        let t1 = QuicTransport::bind_with(any, &clone_tls(&tls), None).expect("bind 1");
+        let config = RegionConfig::default().to_openraft().expect("config");
+        let mut peers = Vec::new();
+        for id in [2u64, 3] {
+            let t = Arc::new(QuicTransport::bind_with(any, &clone_tls(&tls), None).expect("bind"));
+            let store = RegionStore::open(dir.path().join(format!("n{id}.redb"))).expect("store");
+            let (raft, _) = start_on(id, config.clone(), store, t.clone())
+                .await
+                .expect("start");
+            let serving = t.serve(raft.clone());
+            peers.push((t, raft, serving));
+        }
+        let (relay_addr, backend, relay_task) = relay(
+            t1.local_addr().expect("addr"),
+            peers[0].0.local_addr().expect("addr"),
+        )
+        .await;
+        let to2 = NodeAddr::new(relay_addr.to_string());
+        let deadline = Duration::from_millis(200);
+        let call = || tokio::time::timeout(deadline, t1.call(1, 2, &to2, vote_from(1)));
+
+        let first = call().await;
+        assert!(matches!(first, Ok(Ok(RaftReply::Vote(_)))), "{first:?}");
+
+        *backend.lock().expect("relay lock") = peers[1].0.local_addr().expect("addr");
+        let restarted = Instant::now();
+        let mut silent = 0;
+        loop {
+            match call().await {
+                Ok(Ok(RaftReply::Vote(_))) => break,
+                other => {
+                    silent += 1;
+                    assert!(silent <= 3, "no answer from the restarted peer: {other:?}");
+                }
+            }
+        }
+        assert!(restarted.elapsed() < Duration::from_secs(2));
+
+        relay_task.abort();
+        t1.close();
+        for (t, raft, serving) in peers {
+            let _ = raft.shutdown().await;
+            t.close();
+            serving.abort();
+        }
     }
 }

@@ -10,7 +10,9 @@
 //!
 //! and the run reports RTO (from each fault to the next successful publish) and throughput.
 //!
-//! - [`Cluster`]: `tern serve` processes with SIGKILL, SIGSTOP/SIGCONT, restart and wipe;
+//! - [`Cluster`]: `tern serve` processes with SIGKILL, SIGSTOP/SIGCONT, restart and wipe,
+//!   alone or as one region (leader probe, partitions through the region transport's test
+//!   switch);
 //! - [`History`]: the operation log, shared by producers;
 //! - [`Workload`]: producers with per-key counters, and the drain of every node;
 //! - [`check`]: the checker, a pure function of the history and what the nodes hold.
@@ -21,6 +23,6 @@ mod history;
 mod workload;
 
 pub use check::{check, Report, StoredMessage};
-pub use cluster::{Cluster, NodeProcess};
+pub use cluster::{Cluster, NodeProcess, Probe, PROBE_STREAM};
 pub use history::{History, Op, Outcome};
 pub use workload::{drain, Workload};
