@@ -68,8 +68,13 @@ async fn create_stream(cluster: &Cluster) {
     }
 }
 
-/// Fails the test instead of hanging it.
+/// One region at a time: each test runs three nodes, and two regions sharing two cores
+/// would turn scheduling stalls into elections the test did not cause.
+static ONE_REGION_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Fails the test instead of hanging it (the wait for another test's region is not counted).
 async fn bounded<T>(test: impl std::future::Future<Output = T>) -> T {
+    let _turn = ONE_REGION_AT_A_TIME.lock().await;
     tokio::time::timeout(TEST_WITHIN, test)
         .await
         .unwrap_or_else(|_| panic!("the test ran over {TEST_WITHIN:?}"))
