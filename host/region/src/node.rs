@@ -19,7 +19,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use openraft::error::ClientWriteError;
@@ -203,7 +202,7 @@ async fn propose_loop(
 ) {
     // Proposal numbers start at a random point so that entries a restarted node replays
     // never match a proposal it makes now.
-    let next = AtomicU64::new(rand::random::<u64>() >> 1);
+    let mut next: u64 = rand::random::<u64>() >> 1;
     let mut clock_ms = 0u64;
     let slots = Arc::new(tokio::sync::Semaphore::new(ENTRIES_IN_FLIGHT_MAX));
     loop {
@@ -244,7 +243,8 @@ async fn propose_loop(
             changes,
         }
         .encode();
-        let proposal = next.fetch_add(1, Ordering::Relaxed);
+        let proposal = next;
+        next = next.wrapping_add(1);
         let (tx, applied) = oneshot::channel();
         waiters.lock().insert(proposal, tx);
         let cmd = Command::Store {
