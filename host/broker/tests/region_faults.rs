@@ -252,6 +252,15 @@ async fn leader_sigstop_steps_down_after_sigcont() {
     .await
 }
 
+/// Whether a producer other than [`PINNED`] had a publish acked that completed after `from`.
+fn majority_acked_since(h: &History, from: Duration) -> bool {
+    h.ops().iter().any(|o| {
+        o.producer != PINNED
+            && matches!(o.outcome, Outcome::Ok { .. })
+            && o.completed.is_some_and(|t| t > from)
+    })
+}
+
 /// The producer number the client pinned to one node records its publishes under.
 const PINNED: usize = 100;
 
@@ -322,7 +331,13 @@ async fn partitioned_leader_never_acks_and_majority_continues() {
                 "majority leader acked {} ms after the cut",
                 cut_at.elapsed().as_millis()
             );
+            // The cut lasts at least LEADER_FAULT, and until the majority has acked a
+            // publish started after the cut (a loaded machine may take longer to elect).
             tokio::time::sleep(LEADER_FAULT.saturating_sub(cut_at.elapsed())).await;
+            let acked_deadline = Instant::now() + LEADER_WITHIN;
+            while !majority_acked_since(h, from) && Instant::now() < acked_deadline {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
             stop.cancel();
             pinned.await.expect("pinned publisher");
             window = (from, h.elapsed());
