@@ -46,6 +46,9 @@ pub enum StoreError {
     /// when known.
     #[error("not the region leader{}", .0.as_deref().map(|a| format!("; the leader is at {a}")).unwrap_or_default())]
     NotLeader(Option<String>),
+    /// A store snapshot is damaged or of an unknown version; nothing was installed.
+    #[error("bad snapshot: {0}")]
+    BadSnapshot(String),
     /// The region could not commit the change now; it may or may not be stored.
     #[error("region unavailable: {0}")]
     Unavailable(String),
@@ -55,9 +58,10 @@ impl StoreError {
     /// The wire error code for this failure.
     pub fn code(&self) -> ErrorCode {
         match self {
-            StoreError::Storage(_) | StoreError::Corrupt(_) | StoreError::UnknownFormat(_) => {
-                ErrorCode::StorageError
-            }
+            StoreError::Storage(_)
+            | StoreError::Corrupt(_)
+            | StoreError::UnknownFormat(_)
+            | StoreError::BadSnapshot(_) => ErrorCode::StorageError,
             StoreError::DiskFull => ErrorCode::StorageFull,
             StoreError::StreamNotFound(_) => ErrorCode::StreamNotFound,
             StoreError::StreamExists(_) => ErrorCode::StreamExists,
@@ -81,6 +85,7 @@ impl StoreError {
             StoreError::UnknownFormat(v) => StoreError::UnknownFormat(*v),
             StoreError::NotLeader(a) => StoreError::NotLeader(a.clone()),
             StoreError::Unavailable(w) => StoreError::Unavailable(w.clone()),
+            StoreError::BadSnapshot(w) => StoreError::BadSnapshot(w.clone()),
             other => StoreError::Storage(Box::new(redb::Error::Io(std::io::Error::other(
                 other.to_string(),
             )))),

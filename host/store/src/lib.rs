@@ -9,6 +9,7 @@ mod change;
 mod chunks;
 mod error;
 mod records;
+mod snapshot;
 mod tables;
 mod writer;
 
@@ -124,6 +125,24 @@ pub trait ReplicatedLog: Send + Sync + 'static {
     /// Proposes `changes` as one entry. Resolves once the entry is committed and applied
     /// on this node, with one outcome per change; or with `NotLeader` / `Unavailable`.
     fn propose(&self, changes: Vec<Change>) -> LogFuture;
+}
+
+/// A read-only view of the whole store at one commit (see [`Store::snapshot`]).
+pub struct StoreSnapshot {
+    txn: redb::ReadTransaction,
+}
+
+impl StoreSnapshot {
+    /// One key of the state table as of the snapshot.
+    pub fn get_state(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let table = self.txn.open_table(STATE)?;
+        Ok(table.get(key)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Writes every table to `out` (layout in snapshot.rs); returns the bytes written.
+    pub fn write_to(&self, out: impl std::io::Write) -> Result<u64, StoreError> {
+        snapshot::write(&self.txn, out)
+    }
 }
 
 /// Handle to an open store. Cheap to clone.
@@ -371,6 +390,19 @@ impl Store {
             Some(v) => Ok(Some(records::decode_group(v.value())?.cursor)),
             None => Ok(None),
         }
+    }
+    /// A consistent view of the whole store for a snapshot. Everything committed before it
+    /// is made durable first, so nothing a snapshot holds can be lost to a crash.
+    pub async fn snapshot(&self) -> Result<StoreSnapshot, StoreError> {
+        let txn = self.call(|reply| Op::Snapshot { reply }).await??;
+        Ok(StoreSnapshot { txn })
+    }
+
+    /// Replaces the whole store with a snapshot read from `file` at its position (written by
+    /// [`StoreSnapshot::write_to`]), in one durable transaction; returns the rows installed.
+    /// A damaged snapshot is refused with [`StoreError::BadSnapshot`] and changes nothing.
+    pub async fn install_snapshot(&self, file: std::fs::File) -> Result<u64, StoreError> {
+        self.call(|reply| Op::Install { file, reply }).await?
     }
 
     /// One key of the node-state table.

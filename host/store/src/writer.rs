@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use redb::{Database, ReadableTable, Table, WriteTransaction};
+use redb::{Database, ReadableDatabase, ReadableTable, Table, WriteTransaction};
 
 use tern_proto::{
     subject, AckLevel, PubMessage, Receipt, StartPosition, StreamConfig, StreamInfo, StreamState,
@@ -62,6 +62,15 @@ pub(crate) enum Op {
         entries: Vec<LogEntry>,
         marker: Vec<(String, Option<Vec<u8>>)>,
         reply: Reply<Vec<Vec<Outcome>>>,
+    },
+    /// Make everything committed so far durable and open a read transaction on it.
+    Snapshot {
+        reply: Reply<redb::ReadTransaction>,
+    },
+    /// Replace the whole store with the snapshot in `file` (see snapshot.rs).
+    Install {
+        file: std::fs::File,
+        reply: Reply<u64>,
     },
 }
 
@@ -131,7 +140,14 @@ impl Op {
             Op::UpdateGroup { reply, .. } => drop(reply.send(Err(e.duplicate()))),
             Op::PutState { reply, .. } => drop(reply.send(Err(e.duplicate()))),
             Op::Apply { reply, .. } => drop(reply.send(Err(e.duplicate()))),
+            Op::Snapshot { reply } => drop(reply.send(Err(e.duplicate()))),
+            Op::Install { reply, .. } => drop(reply.send(Err(e.duplicate()))),
         }
+    }
+
+    /// Snapshots run alone, outside any batch.
+    fn is_exclusive(&self) -> bool {
+        matches!(self, Op::Snapshot { .. } | Op::Install { .. })
     }
 }
 
@@ -152,6 +168,8 @@ enum Answer {
         Reply<Vec<Vec<Outcome>>>,
         Result<Vec<Vec<Outcome>>, StoreError>,
     ),
+    /// Answered already (an operation that does not belong in a batch).
+    Answered,
 }
 
 impl Answer {
@@ -163,6 +181,7 @@ impl Answer {
             Answer::Purge(r, v) => drop(r.send(v)),
             Answer::Group(r, v) => drop(r.send(v)),
             Answer::Apply(r, v) => drop(r.send(v)),
+            Answer::Answered => {}
         }
     }
 
@@ -175,6 +194,7 @@ impl Answer {
             Answer::Purge(r, _) => drop(r.send(Err(e.duplicate()))),
             Answer::Group(r, _) => drop(r.send(Err(e.duplicate()))),
             Answer::Apply(r, _) => drop(r.send(Err(e.duplicate()))),
+            Answer::Answered => {}
         }
     }
 }
@@ -299,11 +319,20 @@ impl<'t> Tables<'t> {
 impl Writer {
     /// The writer thread's loop; returns when every sender is gone.
     pub(crate) fn run(mut self, mut rx: mpsc::Receiver<Op>) {
-        while let Some(first) = rx.blocking_recv() {
+        let mut held: Option<Op> = None;
+        while let Some(first) = held.take().or_else(|| rx.blocking_recv()) {
+            if first.is_exclusive() {
+                self.exclusive(first);
+                continue;
+            }
             let mut batch_msgs = first.message_count();
             let mut batch = vec![first];
             while batch_msgs < self.opts.commit_msgs_max {
                 match rx.try_recv() {
+                    Ok(op) if op.is_exclusive() => {
+                        held = Some(op);
+                        break;
+                    }
                     Ok(op) => {
                         batch_msgs += op.message_count();
                         batch.push(op);
@@ -350,6 +379,50 @@ impl Writer {
         *self.db.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(db));
         tracing::info!("storage reopened after an I/O failure");
         Ok(())
+    }
+
+    /// Runs a snapshot or an install: the store as a whole, so no batch shares it.
+    fn exclusive(&mut self, op: Op) {
+        if self.broken || self.current_db().is_none() {
+            if let Err(e) = self.reopen() {
+                op.fail(&e);
+                return;
+            }
+            self.broken = false;
+        }
+        let Some(db) = self.current_db() else {
+            op.fail(&StoreError::Closed);
+            return;
+        };
+        match op {
+            Op::Snapshot { reply } => {
+                // An empty durable commit makes every earlier non-durable one durable: the
+                // snapshot holds nothing a crash could take back.
+                let txn = db
+                    .begin_write()
+                    .map_err(StoreError::from)
+                    .and_then(|t| t.commit().map_err(StoreError::from))
+                    .and_then(|()| db.begin_read().map_err(StoreError::from));
+                if txn.is_ok() {
+                    self.synced_at = std::time::Instant::now();
+                }
+                let _ = reply.send(txn);
+            }
+            Op::Install { file, reply } => {
+                let installed = crate::snapshot::install(&db, file).and_then(|rows| {
+                    self.streams = crate::load(&db)?;
+                    self.last_hlc = crate::last_hlc(&db, &self.streams)?;
+                    Ok(rows)
+                });
+                if let Err(e) = &installed {
+                    tracing::error!(error = %e, "snapshot not installed");
+                    self.broken = matches!(e, StoreError::Storage(_) | StoreError::DiskFull);
+                }
+                self.shared.publish(&self.streams);
+                let _ = reply.send(installed);
+            }
+            other => other.fail(&StoreError::Corrupt("batch operation run alone")),
+        }
     }
 
     /// Whether this batch's commit must be fsynced. Every request a client waits for is,
@@ -544,6 +617,10 @@ impl Writer {
                 batch.clock_ms = None;
                 let (r, f) = split(applied.and_then(|out| put_state(marker, t).map(|()| Ok(out))));
                 (Answer::Apply(reply, r), f)
+            }
+            op @ (Op::Snapshot { .. } | Op::Install { .. }) => {
+                op.fail(&StoreError::Corrupt("snapshot operation inside a batch"));
+                (Answer::Answered, None)
             }
         }
     }

@@ -1,0 +1,197 @@
+//! Store snapshots: a store installed from another's snapshot holds the same streams,
+//! messages, dedup index, consumer groups and node state, and keeps working from there; a
+//! damaged snapshot is refused and the store it was meant for is left as it was.
+
+use std::io::{Seek, SeekFrom, Write};
+
+use bytes::Bytes;
+use tern_proto::{PubMessage, StartPosition, StreamConfig};
+use tern_store::{GroupUpdate, PendingRow, Store, StoreError, StoreOptions};
+
+fn open(dir: &std::path::Path, name: &str) -> Store {
+    Store::open(StoreOptions::new(dir.join(name))).unwrap()
+}
+
+fn msg(subject: &str, id: &str, key: &str) -> PubMessage {
+    PubMessage {
+        subject: subject.into(),
+        id: Some(id.into()),
+        key: Some(key.into()),
+        headers: vec![("h".into(), "v".into())],
+        payload: Bytes::from(format!("payload {id}")),
+    }
+}
+
+async fn stream(store: &Store, name: &str) {
+    store
+        .create_stream(StreamConfig {
+            name: name.into(),
+            subjects: vec![format!("{name}.>")],
+            ..StreamConfig::default()
+        })
+        .await
+        .unwrap();
+}
+
+/// Everything a reader can see of a store, as comparable text.
+fn contents(store: &Store) -> Vec<String> {
+    let mut out = Vec::new();
+    for info in store.list_streams() {
+        out.push(format!("{info:?}"));
+        for m in store
+            .read(&info.config.name, 0, 10_000, usize::MAX)
+            .unwrap()
+        {
+            out.push(format!("{m:?}"));
+        }
+    }
+    out.push(format!("{:?}", store.group_cursor("orders", "billing")));
+    out.push(format!("{:?}", store.scan_state("").unwrap()));
+    out
+}
+
+/// A store with two streams, a duplicate, an advanced consumer group and node state.
+async fn source(dir: &std::path::Path) -> Store {
+    let a = open(dir, "a.redb");
+    stream(&a, "orders").await;
+    stream(&a, "audit").await;
+    let mut batch: Vec<_> = (0..300)
+        .map(|i| msg("orders.eu", &format!("o{i}"), &format!("k{}", i % 7)))
+        .collect();
+    batch.push(msg("audit.x", "a0", "k"));
+    for r in a.append(batch).await {
+        r.unwrap();
+    }
+    assert!(
+        a.append(vec![msg("orders.eu", "o5", "k5")]).await[0]
+            .as_ref()
+            .unwrap()
+            .duplicate
+    );
+    a.open_group(
+        "orders",
+        "billing",
+        "orders.>",
+        30_000,
+        5,
+        StartPosition::Start,
+    )
+    .await
+    .unwrap();
+    a.update_group(GroupUpdate {
+        stream: "orders".into(),
+        group: "billing".into(),
+        cursor: Some(40),
+        upsert: vec![PendingRow {
+            seq: 42,
+            deliveries: 2,
+            acked: true,
+        }],
+        dead_letters: Vec::new(),
+    })
+    .await
+    .unwrap();
+    a.put_state(vec![("plugin/registry".into(), Some(b"{}".to_vec()))])
+        .await
+        .unwrap();
+    a
+}
+
+async fn snapshot_file(store: &Store, dir: &std::path::Path) -> std::fs::File {
+    let snap = store.snapshot().await.unwrap();
+    let mut file = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(dir.join("snap"))
+        .unwrap();
+    // A prefix the caller owns (a region writes its own header first).
+    file.write_all(b"header").unwrap();
+    let n = snap.write_to(&mut file).unwrap();
+    assert_eq!(file.metadata().unwrap().len(), n + 6);
+    file.seek(SeekFrom::Start(6)).unwrap();
+    file
+}
+
+#[tokio::test]
+async fn installed_snapshot_reproduces_the_store_and_keeps_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = source(dir.path()).await;
+    let file = snapshot_file(&a, dir.path()).await;
+
+    // The target has state of its own, all of which the snapshot replaces.
+    let b = open(dir.path(), "b.redb");
+    stream(&b, "stale").await;
+    b.append(vec![msg("stale.x", "s", "k")]).await[0]
+        .as_ref()
+        .unwrap();
+    b.put_state(vec![("plugin/kv/x".into(), Some(b"old".to_vec()))])
+        .await
+        .unwrap();
+    let rows = b.install_snapshot(file).await.unwrap();
+    assert!(rows > 300, "{rows} rows");
+    assert_eq!(contents(&a), contents(&b));
+
+    // Both go on identically: the dedup index came along, and new messages continue the
+    // sequence and key sequences.
+    for s in [&a, &b] {
+        let r = s.append(vec![msg("orders.eu", "o7", "k0")]).await;
+        assert!(r[0].as_ref().unwrap().duplicate);
+        let r = s.append(vec![msg("orders.eu", "new", "k0")]).await;
+        assert_eq!(r[0].as_ref().unwrap().seq, 301);
+    }
+    let tail = |s: &Store| {
+        let m = s.read("orders", 301, 1, usize::MAX).unwrap();
+        (m[0].id.clone(), m[0].key_seq)
+    };
+    assert_eq!(tail(&a), tail(&b));
+
+    // Reopened, the installed store is the same.
+    b.close();
+    let b = open(dir.path(), "b.redb");
+    let r = b.append(vec![msg("orders.eu", "again", "k1")]).await;
+    assert_eq!(r[0].as_ref().unwrap().seq, 302);
+    assert!(b.stream_info("stale").is_err());
+}
+
+#[tokio::test]
+async fn damaged_snapshot_is_refused_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = source(dir.path()).await;
+    let mut good = Vec::new();
+    a.snapshot().await.unwrap().write_to(&mut good).unwrap();
+
+    let b = open(dir.path(), "b.redb");
+    stream(&b, "kept").await;
+    b.append(vec![msg("kept.x", "s", "k")]).await[0]
+        .as_ref()
+        .unwrap();
+    let before = contents(&b);
+
+    let mut flipped = good.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0x40;
+    let mut bad_table = good.clone();
+    bad_table[9] = 0x7f;
+    let damaged = [
+        ("truncated", good[..good.len() - 9].to_vec()),
+        ("flipped byte", flipped),
+        ("unknown table", bad_table),
+        ("empty", Vec::new()),
+        ("not a snapshot", b"TERNSTOX\x01\x00".to_vec()),
+    ];
+    for (what, bytes) in damaged {
+        let path = dir.path().join(what);
+        std::fs::write(&path, &bytes).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        match b.install_snapshot(file).await {
+            Err(StoreError::BadSnapshot(why)) => println!("{what}: {why}"),
+            other => panic!("{what}: {other:?}"),
+        }
+        assert_eq!(contents(&b), before, "{what} changed the store");
+    }
+    // The store still takes writes.
+    let r = b.append(vec![msg("kept.x", "t", "k")]).await;
+    assert_eq!(r[0].as_ref().unwrap().seq, 2);
+}
