@@ -22,6 +22,13 @@ struct Region {
 
 impl Region {
     async fn start() -> Region {
+        Region::start_with(|_| {}).await
+    }
+
+    /// A region whose members' configs are adjusted by `adjust` after the region settings.
+    async fn start_with(
+        adjust: impl Fn(&mut tern_broker::Config) + Clone + Send + 'static,
+    ) -> Region {
         let dir = tempfile::tempdir().unwrap();
         let client: Vec<_> = (0..3).map(|_| free_loopback_addr()).collect();
         let raft: Vec<_> = (0..3).map(|_| free_loopback_addr()).collect();
@@ -33,6 +40,7 @@ impl Region {
             let (peers, ca) = (peers.clone(), dir.path().join("ca"));
             let data = dir.path().join(format!("n{i}"));
             let (listen, region_listen) = (client[i], raft[i]);
+            let adjust = adjust.clone();
             starting.push(tokio::spawn(TestNode::start_in(data, move |c| {
                 c.listen = listen;
                 c.region = "eu".into();
@@ -40,6 +48,7 @@ impl Region {
                 c.cluster.peers = peers;
                 c.cluster.listen = region_listen;
                 c.cluster.ca_dir = Some(ca);
+                adjust(c);
             })));
         }
         let mut nodes = Vec::new();
@@ -226,6 +235,87 @@ async fn a_consumer_group_continues_on_the_new_leader_where_it_was() {
     let r = client.publish(msg(1000), AckLevel::Quorum).await.unwrap();
     assert_eq!((r.seq, r.level), (51, AckLevel::Quorum));
     sub.close().await;
+    for n in region.nodes.into_iter().flatten() {
+        n.stop().await;
+    }
+}
+
+/// With snapshots every 20 entries the leader's log no longer starts at the beginning, so a
+/// member whose data was deleted can only catch up by receiving a snapshot of the store and
+/// then the log after it. It ends with the same messages, stamps, dedup index and consumer
+/// group cursor as the others, and keeps replicating.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wiped_member_catches_up_from_a_snapshot_once_the_log_is_purged() {
+    let mut region = Region::start_with(|c| {
+        c.cluster.snapshot_entries = 20;
+        c.cluster.snapshot_keep_entries = 5;
+    })
+    .await;
+    let leader = region.leader().await;
+    let client = region.client(&[0, 1, 2]).await;
+    create_stream(&client).await;
+    // One entry per publish: far more entries than a snapshot interval.
+    for i in 0..120 {
+        client.publish(msg(i), AckLevel::Quorum).await.unwrap();
+    }
+    let mut sub = client
+        .subscribe(SubscribeOptions::new("orders.>").group("billing"))
+        .await
+        .unwrap();
+    for expected in 1..=10u64 {
+        let d = next_delivery(&mut sub, WAIT).await;
+        sub.ack(d.stamp.local_seq).await.unwrap();
+        assert_eq!(d.stamp.local_seq, expected);
+    }
+    sub.close().await;
+    let status = region.node(leader).node().region_status().await.unwrap();
+    let purged = status.purged_index.expect("the leader purged its log");
+    assert!(status.snapshot_index.unwrap() >= purged, "{status:?}");
+
+    // A follower other than node 1 (which would initialize a new region when its log is
+    // empty) loses everything and restarts on the same addresses.
+    let wiped = (0..3).find(|&i| i != leader && i != 0).unwrap();
+    let node = region.nodes[wiped].take().unwrap();
+    let config = node.config.clone();
+    node.stop().await;
+    std::fs::remove_dir_all(&config.data_dir).unwrap();
+    let data = config.data_dir.clone();
+    region.nodes[wiped] = Some(TestNode::start_in(data, move |c| *c = config).await);
+
+    let on_leader = stream_on(region.node(leader), 120).await;
+    assert_eq!(stream_on(region.node(wiped), 120).await, on_leader);
+    let installed = eventually(200, Duration::from_millis(50), || async {
+        let s = region.node(wiped).node().region_status().await?;
+        s.snapshot_index
+    })
+    .await;
+    assert!(
+        installed.is_some_and(|i| i >= purged),
+        "the wiped member has no snapshot: {installed:?}"
+    );
+    let cursors = eventually(200, Duration::from_millis(50), || async {
+        let c: Vec<_> = [leader, wiped]
+            .iter()
+            .map(|&i| {
+                region
+                    .node(i)
+                    .node()
+                    .store()
+                    .group_cursor("orders", "billing")
+                    .unwrap()
+            })
+            .collect();
+        (c[0].is_some() && c[0] == c[1]).then_some(c)
+    })
+    .await;
+    assert!(cursors.is_some(), "the group cursor came with the snapshot");
+
+    // Replication continues after the snapshot: a publish reaches the wiped member too.
+    let r = client.publish(msg(500), AckLevel::Quorum).await.unwrap();
+    assert_eq!(r.seq, 121);
+    let on_leader = stream_on(region.node(leader), 121).await;
+    assert_eq!(stream_on(region.node(wiped), 121).await, on_leader);
+    client.close().await;
     for n in region.nodes.into_iter().flatten() {
         n.stop().await;
     }

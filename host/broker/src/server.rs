@@ -241,6 +241,7 @@ async fn join_region(config: &Config, store: &Store) -> Result<tern_region::Node
         members,
         listen: c.listen,
         log_path: config.data_dir.join("region.redb"),
+        snapshot_dir: config.data_dir.join("region-snapshots"),
         tls: tern_region::quic::RegionTls {
             ca: certs.ca,
             chain: certs.chain,

@@ -35,6 +35,13 @@ pub struct RegionStatus {
     pub commit_index: Option<u64>,
     /// Index of the last entry its state machine applied.
     pub last_applied: Option<u64>,
+    /// Index of the last entry its newest snapshot covers; `None` before its first one.
+    #[serde(default)]
+    pub snapshot_index: Option<u64>,
+    /// Index of the last entry purged from its log (covered by a snapshot); `None` while
+    /// the log is whole.
+    #[serde(default)]
+    pub purged_index: Option<u64>,
     /// Every member of the membership it knows, by id.
     pub members: Vec<MemberStatus>,
 }
@@ -129,6 +136,8 @@ pub fn status_of(m: &Metrics, commit_index: Option<u64>) -> RegionStatus {
         last_log_index: m.last_log_index,
         commit_index,
         last_applied: m.last_applied.map(|l| l.index),
+        snapshot_index: m.snapshot.map(|l| l.index),
+        purged_index: m.purged.map(|l| l.index),
         members,
     }
 }
@@ -286,6 +295,8 @@ mod tests {
         m.current_term = 3;
         m.last_log_index = Some(10);
         m.last_applied = Some(log_id(3, 1, 9));
+        m.snapshot = Some(log_id(3, 1, 6));
+        m.purged = Some(log_id(2, 1, 4));
         m.membership_config = Arc::new(StoredMembership::new(Some(log_id(1, 1, 0)), membership));
         m.replication = (state == ServerState::Leader).then(|| {
             BTreeMap::from([
@@ -303,7 +314,7 @@ mod tests {
         let s = status_of(&metrics(ServerState::Leader), Some(9));
         let want = concat!(
             r#"{"node_id":1,"state":"leader","leader":1,"term":3,"last_log_index":10,"#,
-            r#""commit_index":9,"last_applied":9,"members":["#,
+            r#""commit_index":9,"last_applied":9,"snapshot_index":6,"purged_index":4,"members":["#,
             r#"{"id":1,"region_addr":"a:7500","client_addr":"a:7420","voter":true,"matched":10,"lag":0},"#,
             r#"{"id":2,"region_addr":"b:7500","client_addr":"b:7420","voter":true,"matched":7,"lag":3},"#,
             r#"{"id":3,"region_addr":"c:7500","client_addr":"","voter":false,"matched":null,"lag":11}]}"#,

@@ -66,6 +66,9 @@ impl Default for RegionConfig {
     }
 }
 
+/// How long one snapshot chunk may take to be sent and written.
+const INSTALL_SNAPSHOT_CHUNK_MS: u64 = 2_000;
+
 /// A region configuration openraft refuses.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid region raft configuration: {0}")]
@@ -81,8 +84,16 @@ impl RegionConfig {
             election_timeout_max: self.election_timeout_ms_max,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_logs_since_last),
             max_in_snapshot_log_to_keep: self.logs_kept_after_snapshot,
-            purge_batch_size: self.purge_batch_entries,
+            // Purging in steps larger than the snapshot interval would keep more log than
+            // asked for.
+            purge_batch_size: self
+                .purge_batch_entries
+                .min(self.snapshot_logs_since_last)
+                .max(1),
             max_payload_entries: self.append_entries_max,
+            // Each snapshot chunk (3 MiB) must reach the follower and be written there
+            // within this; openraft's 200 ms is tight for a loaded 2-core node.
+            install_snapshot_timeout: INSTALL_SNAPSHOT_CHUNK_MS,
             ..Config::default()
         };
         c.validate()

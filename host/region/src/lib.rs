@@ -25,11 +25,13 @@ pub mod limits;
 mod log_store;
 mod network;
 mod node;
+mod node_snapshot;
 pub mod power_loss;
 pub mod quic;
 mod router;
 mod runtime;
 mod snapshot;
+mod snapshot_data;
 mod state_machine;
 mod store;
 mod tables;
@@ -45,9 +47,10 @@ pub use config::{RegionConfig, RegionConfigError};
 pub use error::RegionStoreError;
 pub use log_store::LogStore;
 pub use network::{serve, Connection, Network, RaftReply, RaftRpc, Transport, TransportError};
-pub use node::{NodeRegion, NodeRegionConfig, NodeRegionError, StoreMachine};
+pub use node::{NodeRegion, NodeRegionConfig, NodeRegionError, StoreMachine, StoreSnapshotBuilder};
 pub use router::Router;
 pub use runtime::{seed_thread_rng, TernRuntime};
+pub use snapshot_data::SnapshotData;
 pub use state_machine::{SnapshotBuilder, StateMachine, StateReader};
 pub use store::RegionStore;
 
@@ -61,7 +64,7 @@ openraft::declare_raft_types!(
         R = Response,
         NodeId = NodeId,
         Node = NodeAddr,
-        SnapshotData = std::io::Cursor<Vec<u8>>,
+        SnapshotData = SnapshotData,
         AsyncRuntime = TernRuntime,
 );
 

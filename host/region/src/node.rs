@@ -10,12 +10,11 @@
 //! Durability: the log (its own redb file) is fsynced before openraft hears an entry is
 //! stored, and so is the committed index. The store applies with the applied log id in the
 //! same transaction but fsyncs only about once a second: after a crash it is at an earlier
-//! applied id, and openraft re-applies the committed entries after it from the log, which
-//! is never purged while there are no snapshots. Applying is deterministic, so the
-//! re-applied entries give the same result.
-//!
-//! Not yet: snapshots. The log is never purged, so a new or wiped member catches up by
-//! replaying the whole log.
+//! applied id, and openraft re-applies the committed entries after it from the log.
+//! Applying is deterministic, so the re-applied entries give the same result. The log is
+//! purged only behind a snapshot, and a snapshot is taken right after a durable commit of
+//! the store (node_snapshot.rs), so the entries a crash makes the store re-apply are
+//! always still in the log.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -24,8 +23,7 @@ use std::sync::{Arc, Mutex};
 use openraft::error::ClientWriteError;
 use openraft::storage::RaftStateMachine;
 use openraft::{
-    EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotPolicy, StorageError,
-    StoredMembership,
+    EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, StorageError, StoredMembership,
 };
 use tern_proto::AckLevel;
 use tern_store::{Change, LogEntry, LogFuture, Outcome, ReplicatedLog, Store, StoreError};
@@ -33,16 +31,13 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::codec;
 use crate::error::{Doing, IntoRaft, RegionStoreError};
+use crate::node_snapshot::{Snapshots, APPLIED_KEY, MEMBERSHIP_KEY};
 use crate::quic::{QuicTransport, RegionTls};
 use crate::snapshot::AppliedState;
 use crate::{
     Command, Entry, Network, NodeAddr, NodeId, Raft, RegionConfig, RegionStore, Response, Snapshot,
-    SnapshotMeta, TypeConfig,
+    SnapshotData, SnapshotMeta, TypeConfig,
 };
-
-/// State-table keys of how far the log is applied, written with each apply.
-const APPLIED_KEY: &str = "region/applied";
-const MEMBERSHIP_KEY: &str = "region/membership";
 
 /// Most messages merged into one log entry.
 const ENTRY_MSGS_MAX: usize = 1024;
@@ -65,6 +60,8 @@ pub struct NodeRegionConfig {
     pub listen: std::net::SocketAddr,
     /// The Raft log's redb file.
     pub log_path: PathBuf,
+    /// Where snapshots of the store are kept (node_snapshot.rs).
+    pub snapshot_dir: PathBuf,
     pub tls: RegionTls,
     pub raft: RegionConfig,
 }
@@ -104,13 +101,12 @@ impl NodeRegion {
             store: store.clone(),
             me: cfg.id,
             waiters: waiters.clone(),
+            snapshots: Snapshots::open(cfg.snapshot_dir.clone(), store.clone())
+                .map_err(crate::StartError::from)?,
         };
-        let mut config = (*cfg.raft.to_openraft()?).clone();
-        // The store has no snapshot format yet: keep the whole log.
-        config.snapshot_policy = SnapshotPolicy::Never;
         let raft = Raft::new(
             cfg.id,
-            Arc::new(config),
+            cfg.raft.to_openraft()?,
             Network::new(cfg.id, transport.clone()),
             log,
             machine,
@@ -147,6 +143,9 @@ impl NodeRegion {
         }
         self.transport.close();
         self.serve.abort();
+        self.transport
+            .wait_closed(std::time::Duration::from_secs(2))
+            .await;
     }
 }
 
@@ -346,6 +345,7 @@ pub struct StoreMachine {
     store: Store,
     me: NodeId,
     waiters: Waiters,
+    snapshots: Snapshots,
 }
 
 impl StoreMachine {
@@ -414,25 +414,17 @@ impl StoreMachine {
     }
 }
 
-/// Snapshots are not built yet (the log is kept whole instead).
-pub struct NoSnapshots;
+/// Builds a snapshot of the store while applying goes on.
+pub struct StoreSnapshotBuilder(Snapshots);
 
-fn no_snapshots() -> StorageError<NodeId> {
-    RegionStoreError::Corrupt(crate::CodecError {
-        what: "snapshot",
-        why: "tern nodes do not build or install snapshots yet",
-    })
-    .into_raft(Doing::WriteSnapshot)
-}
-
-impl RaftSnapshotBuilder<TypeConfig> for NoSnapshots {
+impl RaftSnapshotBuilder<TypeConfig> for StoreSnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError<NodeId>> {
-        Err(no_snapshots())
+        self.0.build().await.raft(Doing::WriteSnapshot)
     }
 }
 
 impl RaftStateMachine<TypeConfig> for StoreMachine {
-    type SnapshotBuilder = NoSnapshots;
+    type SnapshotBuilder = StoreSnapshotBuilder;
 
     async fn applied_state(
         &mut self,
@@ -454,24 +446,32 @@ impl RaftStateMachine<TypeConfig> for StoreMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        NoSnapshots
+        StoreSnapshotBuilder(self.snapshots.clone())
     }
 
     async fn begin_receiving_snapshot(
         &mut self,
-    ) -> Result<Box<std::io::Cursor<Vec<u8>>>, StorageError<NodeId>> {
-        Err(no_snapshots())
+    ) -> Result<Box<SnapshotData>, StorageError<NodeId>> {
+        Ok(Box::new(
+            self.snapshots
+                .receiving()
+                .await
+                .raft(Doing::WriteSnapshot)?,
+        ))
     }
 
     async fn install_snapshot(
         &mut self,
-        _meta: &SnapshotMeta,
-        _snapshot: Box<std::io::Cursor<Vec<u8>>>,
+        meta: &SnapshotMeta,
+        snapshot: Box<SnapshotData>,
     ) -> Result<(), StorageError<NodeId>> {
-        Err(no_snapshots())
+        self.snapshots
+            .install(meta, *snapshot)
+            .await
+            .raft(Doing::WriteSnapshot)
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError<NodeId>> {
-        Ok(None)
+        self.snapshots.current().raft(Doing::ReadSnapshot)
     }
 }

@@ -252,6 +252,13 @@ impl QuicTransport {
         self.endpoint.close(0u32.into(), b"node stopping");
     }
 
+    /// Waits (at most `within`) until every connection has finished closing, so the
+    /// endpoint's socket is released once the transport is dropped.
+    pub async fn wait_closed(&self, within: std::time::Duration) {
+        let _ = tokio::time::timeout(within, self.endpoint.wait_idle()).await;
+        self.lock_peers().clear();
+    }
+
     fn lock_peers(&self) -> std::sync::MutexGuard<'_, BTreeMap<NodeId, quinn::Connection>> {
         // Never held across an await or a call that can panic.
         self.peers.lock().unwrap_or_else(|p| p.into_inner())

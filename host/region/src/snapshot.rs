@@ -18,7 +18,7 @@ use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata, WriteTransacti
 use crate::codec::{self, Dec, Enc};
 use crate::error::RegionStoreError;
 use crate::tables::*;
-use crate::{NodeAddr, NodeId, Snapshot, SnapshotMeta};
+use crate::{NodeAddr, NodeId, Snapshot, SnapshotData, SnapshotMeta};
 
 /// What a state machine read transaction holds, encoded.
 pub(crate) struct Built {
@@ -193,6 +193,6 @@ pub(crate) fn current(txn: &ReadTransaction) -> Result<Option<Snapshot>, RegionS
     d.finish()?;
     Ok(Some(Snapshot {
         meta,
-        snapshot: Box::new(Cursor::new(data.value().to_vec())),
+        snapshot: Box::new(SnapshotData::Memory(Cursor::new(data.value().to_vec()))),
     }))
 }

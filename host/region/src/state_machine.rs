@@ -21,7 +21,9 @@ use crate::codec;
 use crate::error::{Doing, IntoRaft, RegionStoreError};
 use crate::snapshot;
 use crate::tables::*;
-use crate::{Command, Entry, NodeAddr, NodeId, Response, Snapshot, SnapshotMeta, TypeConfig};
+use crate::{
+    Command, Entry, NodeAddr, NodeId, Response, Snapshot, SnapshotData, SnapshotMeta, TypeConfig,
+};
 
 /// The state machine half of a node's region storage.
 pub struct StateMachine {
@@ -135,7 +137,7 @@ impl SnapshotBuilder {
         txn.commit()?;
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(std::io::Cursor::new(built.blob)),
+            snapshot: Box::new(SnapshotData::Memory(std::io::Cursor::new(built.blob))),
         })
     }
 }
@@ -174,17 +176,23 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn begin_receiving_snapshot(
         &mut self,
-    ) -> Result<Box<std::io::Cursor<Vec<u8>>>, StorageError<NodeId>> {
-        Ok(Box::new(std::io::Cursor::new(Vec::new())))
+    ) -> Result<Box<SnapshotData>, StorageError<NodeId>> {
+        Ok(Box::new(SnapshotData::memory()))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: Box<std::io::Cursor<Vec<u8>>>,
+        snapshot: Box<SnapshotData>,
     ) -> Result<(), StorageError<NodeId>> {
-        self.install(meta, snapshot.get_ref())
-            .raft(Doing::WriteSnapshot)
+        let installed = match snapshot.as_memory() {
+            Some(blob) => self.install(meta, blob),
+            None => Err(RegionStoreError::Corrupt(crate::CodecError {
+                what: "snapshot",
+                why: "this state machine takes in-memory snapshots only",
+            })),
+        };
+        installed.raft(Doing::WriteSnapshot)
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError<NodeId>> {
@@ -322,12 +330,15 @@ mod tests {
             .apply(vec![append(1, "other", &[b"z"])])
             .await
             .unwrap();
-        let mut damaged = snap.snapshot.get_ref().clone();
+        let mut damaged = snap.snapshot.as_memory().unwrap().clone();
         let last = damaged.len() - 1;
         damaged.truncate(last);
         let bad = b
             .state_machine
-            .install_snapshot(&snap.meta, Box::new(std::io::Cursor::new(damaged)))
+            .install_snapshot(
+                &snap.meta,
+                Box::new(SnapshotData::Memory(std::io::Cursor::new(damaged))),
+            )
             .await;
         assert!(bad.is_err(), "a truncated snapshot was installed");
         assert_eq!(b.reader.stream_tip("other").unwrap(), 1, "state changed");
@@ -339,7 +350,7 @@ mod tests {
             .is_none());
 
         b.state_machine
-            .install_snapshot(&snap.meta, snap.snapshot.clone())
+            .install_snapshot(&snap.meta, snap.snapshot)
             .await
             .unwrap();
         assert_eq!(

@@ -46,6 +46,10 @@ struct Status {
     last_log_index: Option<u64>,
     commit_index: Option<u64>,
     last_applied: Option<u64>,
+    #[serde(default)]
+    snapshot_index: Option<u64>,
+    #[serde(default)]
+    purged_index: Option<u64>,
     members: Vec<Member>,
 }
 
@@ -137,7 +141,8 @@ fn render(s: &Status) -> String {
     // Writing to a String cannot fail.
     let _ = writeln!(
         out,
-        "node {} ({})  leader {}  term {}  commit index {}  last applied {}  last log index {}",
+        "node {} ({})  leader {}  term {}  commit index {}  last applied {}  last log index {}  \
+         snapshot {}  purged {}",
         s.node_id,
         s.state,
         or_dash(s.leader),
@@ -145,6 +150,8 @@ fn render(s: &Status) -> String {
         or_dash(s.commit_index),
         or_dash(s.last_applied),
         or_dash(s.last_log_index),
+        or_dash(s.snapshot_index),
+        or_dash(s.purged_index),
     );
     let _ = writeln!(
         out,
@@ -178,7 +185,7 @@ mod tests {
     /// The document tern-region's own test pins (host/region/src/admin.rs).
     const LEADER_JSON: &str = concat!(
         r#"{"node_id":1,"state":"leader","leader":1,"term":3,"last_log_index":10,"#,
-        r#""commit_index":9,"last_applied":9,"members":["#,
+        r#""commit_index":9,"last_applied":9,"snapshot_index":6,"purged_index":4,"members":["#,
         r#"{"id":1,"region_addr":"a:7500","client_addr":"a:7420","voter":true,"matched":10,"lag":0},"#,
         r#"{"id":2,"region_addr":"b:7500","client_addr":"b:7420","voter":true,"matched":7,"lag":3},"#,
         r#"{"id":3,"region_addr":"c:7500","client_addr":"","voter":false,"matched":null,"lag":11}]}"#,
@@ -192,7 +199,8 @@ mod tests {
         assert_eq!(lines.len(), 5);
         assert_eq!(
             lines[0],
-            "node 1 (leader)  leader 1  term 3  commit index 9  last applied 9  last log index 10"
+            "node 1 (leader)  leader 1  term 3  commit index 9  last applied 9  last log index 10  \
+             snapshot 6  purged 4"
         );
         let cells = |l: &str| l.split_whitespace().map(str::to_string).collect::<Vec<_>>();
         assert_eq!(
