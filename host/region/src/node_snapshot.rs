@@ -9,8 +9,9 @@
 //!
 //! Files live in `<data>/region-snapshots/`: `current.snap` is the newest snapshot, built
 //! or received; a build or a transfer in progress writes a `.part` file, fsynced and
-//! renamed over `current.snap` when complete. A newer snapshot never gives way to an older
-//! one (a build that started before an install finishes after it).
+//! renamed over `current.snap` when complete (a received one once it is checked, before
+//! the store installs it). A newer snapshot never gives way to an older one (a build that
+//! started before an install finishes after it).
 //!
 //! Consistency: the store's snapshot is one read transaction, taken right after a durable
 //! commit, and the applied log id and membership are read from the same transaction. So
@@ -175,28 +176,31 @@ impl Snapshots {
             return Err(corrupt("a node receives snapshots into files"));
         };
         let mut file = file.into_std().await;
-        let (file, sent) = tokio::task::spawn_blocking(move || {
+        let part = self.dir.join(RECEIVING);
+        let this = self.clone();
+        let promoted = meta.clone();
+        // Checked whole and made current before the store changes: after a crash at any
+        // point the current snapshot is never older than what the store holds (a newer one
+        // is harmless: it is the region's committed state, and can be sent on as it is).
+        let file = tokio::task::spawn_blocking(move || {
             file.sync_all().map_err(io)?;
             file.seek(SeekFrom::Start(0)).map_err(io)?;
             let sent = read_header(&mut file)?;
-            Ok::<_, RegionStoreError>((file, sent))
+            if sent.last_log_id != promoted.last_log_id {
+                return Err(RegionStoreError::SnapshotMismatch {
+                    blob: format!("{:?}", sent.last_log_id),
+                    meta: format!("{:?}", promoted.last_log_id),
+                });
+            }
+            tern_store::check_snapshot(&mut file)?;
+            this.promote(&part, &promoted)?;
+            Ok::<_, RegionStoreError>(file)
         })
         .await
         .map_err(|e| io(std::io::Error::other(e)))??;
-        if sent.last_log_id != meta.last_log_id {
-            return Err(RegionStoreError::SnapshotMismatch {
-                blob: format!("{:?}", sent.last_log_id),
-                meta: format!("{:?}", meta.last_log_id),
-            });
-        }
         let rows = self.store.install_snapshot(file).await?;
         tracing::info!(id = %meta.snapshot_id, rows, "snapshot installed");
-        let part = self.dir.join(RECEIVING);
-        let this = self.clone();
-        let meta = meta.clone();
-        tokio::task::spawn_blocking(move || this.promote(&part, &meta))
-            .await
-            .map_err(|e| io(std::io::Error::other(e)))?
+        Ok(())
     }
 
     /// Renames a complete, fsynced `.part` file over `current.snap`, unless the current

@@ -27,6 +27,7 @@ pub use backend::FaultSwitch;
 pub use change::{Change, LogEntry, Outcome};
 pub use error::StoreError;
 pub use records::{GroupRecord, Prepared, StoredMessage};
+pub use snapshot::check as check_snapshot;
 pub use writer::{now_ms, GroupUpdate, PendingRow};
 
 use records::StreamRecord;

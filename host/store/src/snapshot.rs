@@ -248,16 +248,23 @@ impl<R: Read> Rows<R> {
     }
 }
 
+/// Checks the whole snapshot from the file's position (crc, row count, every row's shape)
+/// and puts the position back; returns the row count.
+pub fn check(file: &mut std::fs::File) -> Result<u64, StoreError> {
+    let start = file.stream_position().map_err(io)?;
+    let mut rows = Rows::open(BufReader::with_capacity(1 << 20, &mut *file))?;
+    while rows.next != 0 {
+        rows.advance()?;
+    }
+    let n = rows.finish()?;
+    file.seek(SeekFrom::Start(start)).map_err(io)?;
+    Ok(n)
+}
+
 /// Checks the snapshot at the reader's position, then replaces every table of `db` with
 /// it in one durable transaction. Nothing changes unless the whole snapshot is sound.
 pub(crate) fn install(db: &Database, mut file: std::fs::File) -> Result<u64, StoreError> {
-    let start = file.stream_position().map_err(io)?;
-    let mut check = Rows::open(BufReader::with_capacity(1 << 20, &mut file))?;
-    while check.next != 0 {
-        check.advance()?;
-    }
-    let rows = check.finish()?;
-    file.seek(SeekFrom::Start(start)).map_err(io)?;
+    let rows = check(&mut file)?;
     let mut rows_in = Rows::open(BufReader::with_capacity(1 << 20, &mut file))?;
     let txn = db.begin_write()?;
     macro_rules! load {

@@ -103,12 +103,13 @@ impl NodeProcess {
     }
 
     /// Delete the node's redb files, its store (`tern.redb`) and, in a region, its Raft
-    /// log and vote (`region.redb`). The node must be stopped.
+    /// log and vote (`region.redb`) and its snapshots. The node must be stopped.
     pub fn wipe_storage(&mut self) {
         assert!(self.child.is_none(), "wipe a stopped node");
         for file in ["tern.redb", "region.redb"] {
             let _ = std::fs::remove_file(self.data.join(file));
         }
+        let _ = std::fs::remove_dir_all(self.data.join("region-snapshots"));
     }
 
     pub fn is_running(&self) -> bool {
@@ -163,7 +164,15 @@ impl Cluster {
     /// file. Returns once every node answers clients and the region has committed the
     /// creation of [`PROBE_STREAM`] (so it has had a leader).
     pub async fn start_region(bin: &Path, n: usize) -> Cluster {
+        Cluster::start_region_with(bin, n, "").await
+    }
+
+    /// As [`Cluster::start_region`], every node also reading `config` (a tern.toml
+    /// fragment, e.g. `[cluster]` snapshot settings; the flags set the rest).
+    pub async fn start_region_with(bin: &Path, n: usize, config: &str) -> Cluster {
         let dir = tempfile::tempdir().expect("temporary directory");
+        let config_file = dir.path().join("tern.toml");
+        write_atomically(&config_file, config);
         let ca_dir = dir.path().join("region-ca");
         let addrs = free_loopback_addrs(2 * n);
         let (client, region) = addrs.split_at(n);
@@ -186,6 +195,8 @@ impl Cluster {
                     &region[i].to_string(),
                     "--region-ca-dir",
                     &ca_dir.display().to_string(),
+                    "--config",
+                    &config_file.display().to_string(),
                 ];
                 let mut node = NodeProcess {
                     name: format!("n{i}"),
