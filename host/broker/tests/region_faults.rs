@@ -405,8 +405,8 @@ async fn whole_region_sigkill_and_restart_keeps_every_ack() {
     .await
 }
 
-/// A follower that lost both redb files rejoins with nothing and catches up from the
-/// leader's log (there are no snapshots yet, so the whole log is replayed).
+/// A follower that lost its redb files and snapshots rejoins with nothing and catches up
+/// from the leader's snapshot and the log after it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wiped_follower_catches_up_by_itself() {
     bounded(async {

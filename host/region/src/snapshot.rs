@@ -1,14 +1,13 @@
-//! The snapshot blob: the whole state machine in one byte string.
+//! The snapshot blob of [`crate::StateMachine`] (the key-value state machine the seeded
+//! simulation and the region tests run): the whole state machine in one byte string.
 //!
 //! Layout (integers big-endian): `version u8 | last applied option<log id> | membership
 //! (u32 length + JSON) | stream count u64 | per stream: name, tip u64, message count u64,
 //! per message: position u64, record | key count u64 | per key: key, value`.
 //!
-//! Limit: the blob is built, sent and installed whole in memory (openraft 0.9 with
-//! `Cursor<Vec<u8>>` snapshot data), so a snapshot costs as much memory as the region's
-//! retained messages. That is fine while retention keeps streams small; before regions hold
-//! large streams the snapshot must stream table by table (openraft's generic snapshot data
-//! lets the transport do that) instead of being one buffer.
+//! The blob is built, sent and installed whole in memory ([`crate::SnapshotData::Memory`]),
+//! which suits that small state. A node's store is snapshotted to a file instead
+//! (node_snapshot.rs, [`crate::SnapshotData::File`]).
 
 use std::io::Cursor;
 
