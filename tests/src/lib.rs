@@ -117,6 +117,15 @@ impl TestNode {
     }
 }
 
+/// Sends the nodes' logs to the test's output, filtered by `RUST_LOG` (nothing when it is
+/// unset). Call it first in a test whose failure needs the nodes' side of the story.
+pub fn log_to_test_output() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
 /// A loopback address whose UDP port was free a moment ago, for a node that must come
 /// back on the same port after `restart` (set it as `config.listen`).
 pub fn free_loopback_addr() -> SocketAddr {

@@ -181,6 +181,7 @@ async fn writes_reach_every_member_and_followers_send_clients_to_the_leader() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_consumer_group_continues_on_the_new_leader_where_it_was() {
+    tern_tests::log_to_test_output();
     let mut region = Region::start().await;
     let leader = region.leader().await;
     let client = region.client(&[0, 1, 2]).await;
@@ -203,18 +204,26 @@ async fn a_consumer_group_continues_on_the_new_leader_where_it_was() {
     // The acks reach every member through the log: the members agree on the stored cursor.
     // (Acks are sent without waiting for an answer; the cursor is the node's record of those
     // that arrived, at most 21.)
-    let cursor = eventually(200, Duration::from_millis(50), || async {
-        let cursors: Vec<Option<u64>> = (0..3)
+    let cursors = || -> Vec<Option<u64>> {
+        (0..3)
             .map(|i| {
                 let store = region.node(i).node().store().clone();
                 store.group_cursor("orders", "billing").ok().flatten()
             })
-            .collect();
+            .collect()
+    };
+    let cursor = eventually(200, Duration::from_millis(50), || async {
+        let cursors = cursors();
         let first = cursors[0].filter(|&c| c > 1)?;
         cursors.iter().all(|&c| c == Some(first)).then_some(first)
     })
     .await
-    .expect("every member holds the group's cursor");
+    .unwrap_or_else(|| {
+        panic!(
+            "the members disagree on the group's cursor: {:?}",
+            cursors()
+        )
+    });
     assert!(cursor <= 21, "cursor {cursor}");
 
     region.nodes[leader].take().unwrap().stop().await;
@@ -278,6 +287,16 @@ async fn a_wiped_member_catches_up_from_a_snapshot_once_the_log_is_purged() {
     let node = region.nodes[wiped].take().unwrap();
     let config = node.config.clone();
     node.stop().await;
+    // Its region endpoint's socket goes once the last connection has drained.
+    let region_addr = config.cluster.listen;
+    let freed = eventually(200, Duration::from_millis(50), || async {
+        std::net::UdpSocket::bind(region_addr).ok().map(drop)
+    })
+    .await;
+    assert!(
+        freed.is_some(),
+        "the stopped node still holds {region_addr}"
+    );
     std::fs::remove_dir_all(&config.data_dir).unwrap();
     let data = config.data_dir.clone();
     region.nodes[wiped] = Some(TestNode::start_in(data, move |c| *c = config).await);

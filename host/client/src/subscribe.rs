@@ -274,8 +274,8 @@ impl Subscription {
         self.cmds.send(cmd).await.map_err(|_| ClientError::Closed)
     }
 
-    /// End the subscription: send queued acks, finish the stream, and wait for the task
-    /// (at most the request timeout).
+    /// End the subscription: send queued acks, finish the stream, and wait (at most the
+    /// request timeout) until the node has ended its side, so the acks were taken.
     pub async fn close(self) {
         let Subscription {
             cmds,
@@ -424,6 +424,11 @@ impl SubTask {
             match self.pump(&mut r, &mut w).await {
                 PumpEnd::UserClosed => {
                     let _ = w.finish().await;
+                    // The node ends its side once it has taken every ack sent before the
+                    // finish: waiting for that means closing the connection right after
+                    // cannot lose acks still in its receive buffer. Deliveries that cross
+                    // are dropped (unacked, they are delivered again later).
+                    while let Ok(Some(_)) = r.next().await {}
                     self.end(End::Ended);
                     return;
                 }

@@ -1,10 +1,12 @@
 //! openraft's log storage on redb: entries, vote, committed and last purged log id.
 //!
 //! Every change openraft must be able to rely on after a crash (appended entries, the
-//! vote, truncation, purge) is one redb write transaction committed with redb's default
+//! vote, truncation, purge) is in a redb transaction committed with redb's default
 //! `Durability::Immediate` (data and checksums, then one fsync) before openraft hears it is
-//! done. Each call blocks its task for that fsync; a later step can move the log onto a
-//! group-commit writer thread like tern-store's, which the `LogFlushed` callback allows.
+//! done: `append` returns at once and reports the fsync through openraft's `LogFlushed`
+//! callback; the others wait for it. log_writer.rs does the writing (inline, or on a
+//! writer thread that merges what queues up into one fsync) and keeps the log's tail in
+//! memory, where replication reads it.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -12,11 +14,12 @@ use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{LogId, OptionalSend, RaftLogReader, StorageError, Vote};
-use redb::{Database, Durability, ReadableDatabase, ReadableTable};
+use redb::{Database, ReadableDatabase, ReadableTable};
 
 use crate::codec;
 use crate::error::{Doing, IntoRaft, RegionStoreError};
 use crate::limits::REPLICATION_BATCH_BYTES_MAX;
+use crate::log_writer::{LogClosed, WriteOp, Writer};
 use crate::tables::*;
 use crate::{Entry, NodeId, TypeConfig};
 
@@ -25,11 +28,30 @@ use crate::{Entry, NodeId, TypeConfig};
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
+    writer: Writer,
 }
 
 impl LogStore {
+    /// A log written on the caller's thread, one transaction per change.
     pub(crate) fn new(db: Arc<Database>) -> LogStore {
-        LogStore { db }
+        LogStore {
+            writer: Writer::inline(db.clone()),
+            db,
+        }
+    }
+
+    /// The same log written by a thread of its own, which merges the appends, truncations
+    /// and purges queued behind each other into one transaction and one fsync. The thread
+    /// stops once every handle to the log is dropped; [`LogClosed`] says when.
+    pub fn with_writer_thread(self) -> Result<(LogStore, LogClosed), RegionStoreError> {
+        let (writer, closed) = self.writer.spawn()?;
+        Ok((
+            LogStore {
+                writer,
+                db: self.db,
+            },
+            closed,
+        ))
     }
 
     fn read_meta(
@@ -46,23 +68,79 @@ impl LogStore {
     }
 
     /// Entries in the range, stopping before the one that would take the total encoded size
-    /// past `bytes_max` (the first entry is always returned, whatever its size).
+    /// past `bytes_max` (the first entry is always returned, whatever its size). Entries
+    /// held in the tail come from memory, older ones from redb.
     fn entries(
         &self,
         start: Bound<u64>,
         end: Bound<u64>,
         bytes_max: usize,
     ) -> Result<Vec<Entry>, RegionStoreError> {
+        let start = match start {
+            Bound::Included(s) => s,
+            Bound::Excluded(s) => s.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        // The tail first: what it drops meanwhile is on disk, below where it starts now.
+        let (tail_start, mut cached) = {
+            let tail = self.writer.tail();
+            let Some(first) = tail.first_index() else {
+                drop(tail);
+                return Ok(self.disk_entries(Bound::Included(start), end, bytes_max)?.0);
+            };
+            let mut bytes = 0usize;
+            let mut cached = Vec::new();
+            for (entry, size) in tail.read(start.max(first), end) {
+                bytes = bytes.saturating_add(size);
+                if !cached.is_empty() && bytes > bytes_max {
+                    break;
+                }
+                cached.push((entry.clone(), size));
+            }
+            (first, cached)
+        };
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        if start < tail_start {
+            let disk_end = match end {
+                Bound::Included(e) if e < tail_start => Bound::Included(e),
+                Bound::Excluded(e) if e <= tail_start => Bound::Excluded(e),
+                _ => Bound::Excluded(tail_start),
+            };
+            (out, bytes) = self.disk_entries(Bound::Included(start), disk_end, bytes_max)?;
+            // Cut short by the byte budget (nothing before the tail is purged ones).
+            if out.last().is_some_and(|e| e.log_id.index + 1 != tail_start) {
+                return Ok(out);
+            }
+        }
+        for (entry, size) in cached.drain(..) {
+            bytes = bytes.saturating_add(size);
+            if !out.is_empty() && bytes > bytes_max {
+                break;
+            }
+            out.push(entry);
+        }
+        Ok(out)
+    }
+
+    /// [`LogStore::entries`] read from redb, with their encoded size.
+    fn disk_entries(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+        bytes_max: usize,
+    ) -> Result<(Vec<Entry>, usize), RegionStoreError> {
         let txn = self.db.begin_read()?;
         let log = txn.open_table(LOG)?;
         let mut out = Vec::new();
         let mut bytes = 0usize;
         for row in log.range::<u64>((start, end))? {
             let (k, v) = row?;
-            bytes = bytes.saturating_add(v.value().len());
-            if !out.is_empty() && bytes > bytes_max {
+            let size = v.value().len();
+            if !out.is_empty() && bytes.saturating_add(size) > bytes_max {
                 break;
             }
+            bytes = bytes.saturating_add(size);
             let entry = codec::decode_entry(v.value())?;
             if entry.log_id.index != k.value() {
                 return Err(codec::CodecError {
@@ -73,16 +151,17 @@ impl LogStore {
             }
             out.push(entry);
         }
-        Ok(out)
+        Ok((out, bytes))
     }
 
     fn log_state(&self) -> Result<LogState<TypeConfig>, RegionStoreError> {
         let last_purged_log_id = self.read_meta(META_PURGED, "last purged log id")?;
         let txn = self.db.begin_read()?;
         let log = txn.open_table(LOG)?;
-        let last = match log.last()? {
-            Some((_, v)) => Some(codec::decode_entry_log_id(v.value())?),
-            None => None,
+        let last = match (self.writer.tail().last_log_id(), log.last()?) {
+            (Some(held), _) => Some(held),
+            (None, Some((_, v))) => Some(codec::decode_entry_log_id(v.value())?),
+            (None, None) => None,
         };
         Ok(LogState {
             last_log_id: last.or(last_purged_log_id),
@@ -90,58 +169,22 @@ impl LogStore {
         })
     }
 
-    fn write_meta(&self, key: &str, value: &[u8], durable: bool) -> Result<(), RegionStoreError> {
-        let mut txn = self.db.begin_write()?;
-        if !durable {
-            txn.set_durability(Durability::None)?;
+    /// Encodes `entries`, makes them readable from the tail and queues their write;
+    /// `flushed` hears when they are on disk.
+    fn submit_append(
+        &self,
+        entries: Vec<Entry>,
+        flushed: Option<LogFlushed<TypeConfig>>,
+    ) -> Result<(), RegionStoreError> {
+        let mut rows = Vec::with_capacity(entries.len());
+        let mut held = Vec::with_capacity(entries.len());
+        for e in entries {
+            let bytes = codec::encode_entry(&e)?;
+            held.push((e, bytes.len()));
+            rows.push((held[held.len() - 1].0.log_id.index, bytes));
         }
-        txn.open_table(RAFT_META)?.insert(key, value)?;
-        txn.commit()?;
-        Ok(())
-    }
-
-    fn append_durably(&self, entries: Vec<Entry>) -> Result<(), RegionStoreError> {
-        let txn = self.db.begin_write()?;
-        {
-            let mut log = txn.open_table(LOG)?;
-            for e in &entries {
-                log.insert(e.log_id.index, codec::encode_entry(e)?.as_slice())?;
-            }
-        }
-        txn.commit()?;
-        Ok(())
-    }
-
-    /// Removes entries at and after `index` (conflicting entries of an older leader).
-    fn truncate_durably(&self, index: u64) -> Result<(), RegionStoreError> {
-        let txn = self.db.begin_write()?;
-        txn.open_table(LOG)?.retain_in(index.., |_, _| false)?;
-        txn.commit()?;
-        Ok(())
-    }
-
-    /// Removes entries up to and including `log_id` and records it as the last purged one,
-    /// in one transaction so the log state never has a gap nobody accounts for.
-    fn purge_durably(&self, log_id: &LogId<NodeId>) -> Result<(), RegionStoreError> {
-        let txn = self.db.begin_write()?;
-        {
-            let mut meta = txn.open_table(RAFT_META)?;
-            let previous = match meta.get(META_PURGED)? {
-                Some(v) => codec::decode_opt_log_id(v.value(), "last purged log id")?,
-                None => None,
-            };
-            // openraft never purges backwards; keep the furthest point if it ever asks.
-            if previous.as_ref().is_some_and(|p| p.index >= log_id.index) {
-                return Ok(());
-            }
-            meta.insert(
-                META_PURGED,
-                codec::encode_opt_log_id(&Some(*log_id)).as_slice(),
-            )?;
-            txn.open_table(LOG)?
-                .retain_in(..=log_id.index, |_, _| false)?;
-        }
-        txn.commit()?;
+        let seq = self.writer.tail().push(held);
+        self.writer.submit(WriteOp::Append { rows, seq, flushed });
         Ok(())
     }
 }
@@ -189,7 +232,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
         // Durable before returning: a node that forgets its vote can vote twice in a term.
-        self.write_meta(META_VOTE, &codec::encode_vote(vote), true)
+        let value = codec::encode_vote(vote);
+        self.writer
+            .submit_and_wait(|done| WriteOp::Meta {
+                key: META_VOTE,
+                value,
+                durable: true,
+                done: Some(done),
+            })
+            .await
             .raft(Doing::WriteVote)
     }
 
@@ -212,8 +263,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Not durable on its own: the committed id only lets a restarted node re-apply
         // sooner. Losing the latest value is safe (the leader tells it again), and it becomes
         // durable with the next append.
-        self.write_meta(META_COMMITTED, &codec::encode_opt_log_id(&committed), false)
-            .raft(Doing::WriteLogs)
+        self.writer.submit(WriteOp::Meta {
+            key: META_COMMITTED,
+            value: codec::encode_opt_log_id(&committed),
+            durable: false,
+            done: None,
+        });
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
@@ -230,26 +286,27 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let entries: Vec<Entry> = entries.into_iter().collect();
-        match self.append_durably(entries) {
-            Ok(()) => {
-                // Only now, after the fsync, may openraft count these entries as stored.
-                callback.log_io_completed(Ok(()));
-                Ok(())
-            }
-            Err(e) => {
-                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
-                Err(e.into_raft(Doing::WriteLogs))
-            }
-        }
+        // Readable once this returns; openraft counts them as stored only when `callback`
+        // hears of the fsync.
+        self.submit_append(entries.into_iter().collect(), Some(callback))
+            .raft(Doing::WriteLogs)
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
-        self.truncate_durably(log_id.index).raft(Doing::WriteLogs)
+        let index = log_id.index;
+        self.writer.tail().truncate(index);
+        self.writer
+            .submit_and_wait(|done| WriteOp::Truncate { index, done })
+            .await
+            .raft(Doing::WriteLogs)
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
-        self.purge_durably(&log_id).raft(Doing::WriteLogs)
+        self.writer.tail().purge(log_id.index);
+        self.writer
+            .submit_and_wait(|done| WriteOp::Purge { log_id, done })
+            .await
+            .raft(Doing::WriteLogs)
     }
 }
 
@@ -272,6 +329,22 @@ mod tests {
         txn.commit().unwrap();
     }
 
+    fn raw_meta(log: &LogStore, key: &str, bytes: &[u8]) {
+        let txn = log.db.begin_write().unwrap();
+        txn.open_table(RAFT_META)
+            .unwrap()
+            .insert(key, bytes)
+            .unwrap();
+        txn.commit().unwrap();
+    }
+
+    impl LogStore {
+        /// The same file with an empty tail: every read goes to disk.
+        fn without_tail(&self) -> LogStore {
+            LogStore::new(self.db.clone())
+        }
+    }
+
     fn blank(index: u64) -> Entry {
         Entry {
             log_id: log_id(1, 1, index),
@@ -282,8 +355,9 @@ mod tests {
     /// Bad bytes on disk become a storage error for openraft, never a panic.
     #[tokio::test]
     async fn corrupt_entry_is_a_storage_error() {
-        let (_dir, mut log) = store();
-        log.append_durably(vec![blank(1), blank(2)]).unwrap();
+        let (_dir, log) = store();
+        log.submit_append(vec![blank(1), blank(2)], None).unwrap();
+        let mut log = log.without_tail();
         raw_put(&log, 3, &[1, 0, 0]);
         assert!(log.try_get_log_entries(1..=2).await.is_ok());
         assert!(log.try_get_log_entries(1..=3).await.is_err());
@@ -306,7 +380,8 @@ mod tests {
                 value: vec![0; 1000],
             }),
         };
-        log.append_durably((1..=10).map(big).collect()).unwrap();
+        log.submit_append((1..=10).map(big).collect(), None)
+            .unwrap();
         let got = log
             .entries(Bound::Included(1), Bound::Excluded(11), 3500)
             .unwrap();
@@ -320,7 +395,7 @@ mod tests {
     #[tokio::test]
     async fn corrupt_vote_is_a_storage_error() {
         let (_dir, mut log) = store();
-        log.write_meta(META_VOTE, &[1, 2], true).unwrap();
+        raw_meta(&log, META_VOTE, &[1, 2]);
         assert!(log.read_vote().await.is_err());
     }
 
@@ -329,7 +404,8 @@ mod tests {
     #[tokio::test]
     async fn purge_and_truncate_keep_log_state_consistent() {
         let (_dir, mut log) = store();
-        log.append_durably((1..=10).map(blank).collect()).unwrap();
+        log.submit_append((1..=10).map(blank).collect(), None)
+            .unwrap();
         log.purge(log_id(1, 1, 4)).await.unwrap();
         log.truncate(log_id(1, 1, 8)).await.unwrap();
         let st = log.get_log_state().await.unwrap();
@@ -348,5 +424,95 @@ mod tests {
         log.purge(log_id(1, 1, 20)).await.unwrap();
         let st = log.get_log_state().await.unwrap();
         assert_eq!(st.last_log_id, Some(log_id(1, 1, 20)));
+    }
+
+    fn indexes(entries: &[Entry]) -> Vec<u64> {
+        entries.iter().map(|e| e.log_id.index).collect()
+    }
+
+    fn put(index: u64) -> Entry {
+        Entry {
+            log_id: log_id(1, 1, index),
+            payload: EntryPayload::Normal(crate::Command::Put {
+                key: format!("k{index}"),
+                value: vec![index as u8; 300],
+            }),
+        }
+    }
+
+    /// The tail keeps only a few entries in unit tests: reads span redb and memory and
+    /// come back whole, in order, and the same as from disk alone.
+    #[tokio::test]
+    async fn reads_across_disk_and_tail_are_whole_and_in_order() {
+        let (_dir, mut log) = store();
+        for i in 1..=40 {
+            log.submit_append(vec![put(i)], None).unwrap();
+        }
+        let first_held = log.writer.tail().first_index().unwrap();
+        assert!(first_held > 30, "the tail keeps the newest entries only");
+        let all = log.try_get_log_entries(1..=40).await.unwrap();
+        assert_eq!(indexes(&all), (1..=40).collect::<Vec<_>>());
+        let from_disk = log
+            .without_tail()
+            .try_get_log_entries(1..=40)
+            .await
+            .unwrap();
+        assert_eq!(all, from_disk);
+        let some = log
+            .try_get_log_entries(first_held - 2..first_held + 2)
+            .await
+            .unwrap();
+        assert_eq!(
+            indexes(&some),
+            (first_held - 2..first_held + 2).collect::<Vec<_>>()
+        );
+        // The byte budget holds across the boundary too.
+        let size = codec::encode_entry(&put(first_held)).unwrap().len();
+        let limited = log
+            .entries(Bound::Included(first_held - 2), Bound::Unbounded, 3 * size)
+            .unwrap();
+        assert_eq!(
+            indexes(&limited),
+            (first_held - 2..first_held + 1).collect::<Vec<_>>()
+        );
+    }
+
+    /// With a writer thread, appended entries are readable at once, reach the file, and
+    /// truncation and purge apply in order with them; reopened, the file has the same log.
+    #[tokio::test]
+    async fn writer_thread_keeps_order_and_reaches_the_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("n.redb");
+        let closed = {
+            let (mut log, closed) = RegionStore::open(&path)
+                .unwrap()
+                .log
+                .with_writer_thread()
+                .unwrap();
+            log.submit_append((1..=10).map(put).collect(), None)
+                .unwrap();
+            let read = log.try_get_log_entries(1..=10).await.unwrap();
+            assert_eq!(indexes(&read), (1..=10).collect::<Vec<_>>());
+            log.truncate(log_id(1, 1, 8)).await.unwrap();
+            log.submit_append(vec![put(8)], None).unwrap();
+            log.purge(log_id(1, 1, 2)).await.unwrap();
+            log.save_vote(&Vote::new(3, 1)).await.unwrap();
+            let read = log.try_get_log_entries(0..100).await.unwrap();
+            assert_eq!(indexes(&read), (3..=8).collect::<Vec<_>>());
+            // The vote waited for the batch before it: the file has everything.
+            let disk = log
+                .without_tail()
+                .try_get_log_entries(0..100)
+                .await
+                .unwrap();
+            assert_eq!(read, disk);
+            closed
+        };
+        assert!(closed.wait(std::time::Duration::from_secs(10)).await);
+        let mut log = RegionStore::open(&path).unwrap().log;
+        let st = log.get_log_state().await.unwrap();
+        assert_eq!(st.last_purged_log_id, Some(log_id(1, 1, 2)));
+        assert_eq!(st.last_log_id, Some(log_id(1, 1, 8)));
+        assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(3, 1)));
     }
 }

@@ -85,6 +85,8 @@ pub struct NodeRegion {
     pub id: NodeId,
     transport: Arc<QuicTransport>,
     serve: tokio::task::JoinHandle<()>,
+    /// Resolves once the log's writer thread has let go of the log file.
+    log_closed: Mutex<Option<crate::LogClosed>>,
 }
 
 impl NodeRegion {
@@ -92,9 +94,9 @@ impl NodeRegion {
     /// attaches the region log to the store. The member with the lowest id initializes a
     /// region whose log is empty everywhere; the others wait to hear from it.
     pub async fn start(cfg: NodeRegionConfig, store: Store) -> Result<NodeRegion, NodeRegionError> {
-        let log = RegionStore::open(&cfg.log_path)
-            .map_err(crate::StartError::from)?
-            .log;
+        let (log, log_closed) = RegionStore::open(&cfg.log_path)
+            .and_then(|s| s.log.with_writer_thread())
+            .map_err(crate::StartError::from)?;
         let transport = Arc::new(QuicTransport::bind(cfg.listen, &cfg.tls)?);
         let waiters = Waiters::default();
         let machine = StoreMachine {
@@ -133,6 +135,7 @@ impl NodeRegion {
             id: cfg.id,
             transport,
             serve,
+            log_closed: Mutex::new(Some(log_closed)),
         })
     }
 
@@ -146,6 +149,16 @@ impl NodeRegion {
         self.transport
             .wait_closed(std::time::Duration::from_secs(2))
             .await;
+        let closed = self
+            .log_closed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(closed) = closed {
+            if !closed.wait(std::time::Duration::from_secs(5)).await {
+                tracing::warn!("the region log is still open after shutdown");
+            }
+        }
     }
 }
 
