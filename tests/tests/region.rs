@@ -249,14 +249,14 @@ async fn a_consumer_group_continues_on_the_new_leader_where_it_was() {
     }
 }
 
-/// With snapshots every 20 entries the leader's log no longer starts at the beginning, so a
+/// With snapshots every 2 KiB of log the leader's log no longer starts at the beginning, so a
 /// member whose data was deleted can only catch up by receiving a snapshot of the store and
 /// then the log after it. It ends with the same messages, stamps, dedup index and consumer
 /// group cursor as the others, and keeps replicating.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_wiped_member_catches_up_from_a_snapshot_once_the_log_is_purged() {
     let mut region = Region::start_with(|c| {
-        c.cluster.snapshot_entries = 20;
+        c.cluster.snapshot_log_bytes = 2048;
         c.cluster.snapshot_keep_entries = 5;
     })
     .await;
@@ -277,8 +277,14 @@ async fn a_wiped_member_catches_up_from_a_snapshot_once_the_log_is_purged() {
         assert_eq!(d.stamp.local_seq, expected);
     }
     sub.close().await;
-    let status = region.node(leader).node().region_status().await.unwrap();
-    let purged = status.purged_index.expect("the leader purged its log");
+    // Snapshots are checked for every second.
+    let status = eventually(100, Duration::from_millis(100), || async {
+        let s = region.node(leader).node().region_status().await?;
+        s.purged_index.is_some().then_some(s)
+    })
+    .await
+    .expect("the leader snapshots and purges its log");
+    let purged = status.purged_index.unwrap();
     assert!(status.snapshot_index.unwrap() >= purged, "{status:?}");
 
     // A follower other than node 1 (which would initialize a new region when its log is

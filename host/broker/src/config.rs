@@ -66,9 +66,9 @@ pub struct ClusterConfig {
     /// Randomized election timeout range: failover takes about one timeout plus a vote.
     pub election_timeout_ms_min: u64,
     pub election_timeout_ms_max: u64,
-    /// Snapshot the store after this many log entries since the last snapshot; the log
-    /// behind a snapshot is purged.
-    pub snapshot_entries: u64,
+    /// Snapshot the store once the log since the last snapshot holds this many bytes (and
+    /// at least as many as that snapshot); the log behind a snapshot is purged.
+    pub snapshot_log_bytes: u64,
     /// Log entries kept behind the last snapshot, so a member that was briefly away
     /// catches up from the log instead of a whole snapshot.
     pub snapshot_keep_entries: u64,
@@ -85,7 +85,7 @@ impl Default for ClusterConfig {
             heartbeat_ms: raft.heartbeat_ms,
             election_timeout_ms_min: raft.election_timeout_ms_min,
             election_timeout_ms_max: raft.election_timeout_ms_max,
-            snapshot_entries: raft.snapshot_logs_since_last,
+            snapshot_log_bytes: raft.snapshot_log_bytes,
             snapshot_keep_entries: raft.logs_kept_after_snapshot,
         }
     }
@@ -136,7 +136,7 @@ impl ClusterConfig {
             heartbeat_ms: self.heartbeat_ms,
             election_timeout_ms_min: self.election_timeout_ms_min,
             election_timeout_ms_max: self.election_timeout_ms_max,
-            snapshot_logs_since_last: self.snapshot_entries,
+            snapshot_log_bytes: self.snapshot_log_bytes,
             logs_kept_after_snapshot: self.snapshot_keep_entries,
             ..tern_region::RegionConfig::default()
         }

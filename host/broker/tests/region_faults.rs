@@ -410,9 +410,9 @@ async fn whole_region_sigkill_and_restart_keeps_every_ack() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wiped_follower_catches_up_by_itself() {
     bounded(async {
-        // Snapshots every 50 entries: by the time the follower is wiped the leader's log no
-        // longer starts at the beginning, so it catches up from a snapshot, then the log.
-        let snapshots = "[cluster]\nsnapshot_entries = 50\nsnapshot_keep_entries = 10\n";
+        // Snapshots every few KiB of log: by the time the follower is wiped the leader's log
+        // no longer starts at the beginning, so it catches up from a snapshot, then the log.
+        let snapshots = "[cluster]\nsnapshot_log_bytes = 4096\nsnapshot_keep_entries = 10\n";
         let mut cluster = Cluster::start_region_with(Path::new(TERN), NODES, snapshots).await;
         create_stream(&cluster).await;
         let report = run_with(&mut cluster, async |c: &mut Cluster, h: &Arc<History>| {

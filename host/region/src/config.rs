@@ -33,7 +33,15 @@ pub struct RegionConfig {
     /// of processes: next acked publish p50 2.2 s, p99 4.7 s. The wide range (2x) keeps split
     /// votes rare.
     pub election_timeout_ms_max: u64,
-    /// Build a snapshot after this many entries since the last one. Default 10,000.
+    /// A node's store: build a snapshot once the log applied since the last one holds this
+    /// many bytes, and at least as many as that snapshot. Default 512 MiB.
+    ///
+    /// A store snapshot copies every table (node_snapshot.rs), so its cost grows with what
+    /// the streams retain: tying it to the log's bytes, and to the last snapshot's size,
+    /// keeps the snapshot writes at most about as large as the log writes they let go.
+    pub snapshot_log_bytes: u64,
+    /// The key-value state machine ([`crate::StateMachine`]): build a snapshot after this
+    /// many entries since the last one. Default 10,000.
     ///
     /// Counted in entries, not bytes: each entry is an append batch of up to
     /// [`crate::limits::APPEND_BATCH_BYTES_MAX`]. A snapshot copies the whole state machine
@@ -58,6 +66,7 @@ impl Default for RegionConfig {
             heartbeat_ms: 150,
             election_timeout_ms_min: 600,
             election_timeout_ms_max: 1200,
+            snapshot_log_bytes: 512 * 1024 * 1024,
             snapshot_logs_since_last: 10_000,
             logs_kept_after_snapshot: 1_000,
             purge_batch_entries: 256,
@@ -84,11 +93,10 @@ impl RegionConfig {
             election_timeout_max: self.election_timeout_ms_max,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_logs_since_last),
             max_in_snapshot_log_to_keep: self.logs_kept_after_snapshot,
-            // Purging in steps larger than the snapshot interval would keep more log than
-            // asked for.
+            // Purging in steps much larger than the log kept would keep far more than asked.
             purge_batch_size: self
                 .purge_batch_entries
-                .min(self.snapshot_logs_since_last)
+                .min(self.logs_kept_after_snapshot / 4)
                 .max(1),
             max_payload_entries: self.append_entries_max,
             // Each snapshot chunk (3 MiB) must reach the follower and be written there

@@ -23,7 +23,8 @@ use std::sync::{Arc, Mutex};
 use openraft::error::ClientWriteError;
 use openraft::storage::RaftStateMachine;
 use openraft::{
-    EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, StorageError, StoredMembership,
+    EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotPolicy, StorageError,
+    StoredMembership,
 };
 use tern_proto::AckLevel;
 use tern_store::{Change, LogEntry, LogFuture, Outcome, ReplicatedLog, Store, StoreError};
@@ -85,6 +86,7 @@ pub struct NodeRegion {
     pub id: NodeId,
     transport: Arc<QuicTransport>,
     serve: tokio::task::JoinHandle<()>,
+    snapshot_trigger: tokio::task::JoinHandle<()>,
     /// Resolves once the log's writer thread has let go of the log file.
     log_closed: Mutex<Option<crate::LogClosed>>,
 }
@@ -99,16 +101,21 @@ impl NodeRegion {
             .map_err(crate::StartError::from)?;
         let transport = Arc::new(QuicTransport::bind(cfg.listen, &cfg.tls)?);
         let waiters = Waiters::default();
+        let snapshots = Snapshots::open(cfg.snapshot_dir.clone(), store.clone())
+            .map_err(crate::StartError::from)?;
         let machine = StoreMachine {
             store: store.clone(),
             me: cfg.id,
             waiters: waiters.clone(),
-            snapshots: Snapshots::open(cfg.snapshot_dir.clone(), store.clone())
-                .map_err(crate::StartError::from)?,
+            snapshots: snapshots.clone(),
         };
+        // Snapshots follow the log's bytes, not openraft's entry count (see
+        // node_snapshot.rs): the node asks for them.
+        let mut config = (*cfg.raft.to_openraft()?).clone();
+        config.snapshot_policy = SnapshotPolicy::Never;
         let raft = Raft::new(
             cfg.id,
-            cfg.raft.to_openraft()?,
+            Arc::new(config),
             Network::new(cfg.id, transport.clone()),
             log,
             machine,
@@ -116,6 +123,11 @@ impl NodeRegion {
         .await
         .map_err(crate::StartError::from)?;
         let serve = transport.serve(raft.clone());
+        let snapshot_trigger = tokio::spawn(snapshot_when_due(
+            raft.clone(),
+            snapshots,
+            cfg.raft.snapshot_log_bytes,
+        ));
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(propose_loop(raft.clone(), cfg.id, waiters, rx));
         store.attach_log(Arc::new(Proposer { tx }));
@@ -135,12 +147,14 @@ impl NodeRegion {
             id: cfg.id,
             transport,
             serve,
+            snapshot_trigger,
             log_closed: Mutex::new(Some(log_closed)),
         })
     }
 
     /// Stops Raft and the region endpoint.
     pub async fn shutdown(&self) {
+        self.snapshot_trigger.abort();
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }
@@ -158,6 +172,22 @@ impl NodeRegion {
             if !closed.wait(std::time::Duration::from_secs(5)).await {
                 tracing::warn!("the region log is still open after shutdown");
             }
+        }
+    }
+}
+
+/// How often a node checks whether a snapshot is due.
+const SNAPSHOT_CHECK_MS: u64 = 1_000;
+
+/// Asks openraft for a snapshot whenever enough log was applied since the last one.
+async fn snapshot_when_due(raft: Raft, snapshots: Snapshots, log_bytes: u64) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(SNAPSHOT_CHECK_MS));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        // A build already running makes openraft ignore the request.
+        if snapshots.due(log_bytes) && raft.trigger().snapshot().await.is_err() {
+            return; // Raft has stopped.
         }
     }
 }
@@ -370,6 +400,7 @@ impl StoreMachine {
         let mut decoded = Vec::new();
         let mut owners = Vec::new();
         let mut membership = None;
+        let mut bytes = 0u64;
         for e in entries {
             match e.payload {
                 EntryPayload::Normal(Command::Store {
@@ -378,6 +409,7 @@ impl StoreMachine {
                     entry,
                 }) => match LogEntry::decode(&entry) {
                     Ok(le) => {
+                        bytes += entry.len() as u64;
                         decoded.push(le);
                         owners.push((proposer, proposal));
                     }
@@ -404,6 +436,7 @@ impl StoreMachine {
             ));
         }
         let outcomes = self.store.apply_log(decoded, marker).await?;
+        self.snapshots.note_applied(bytes);
         for ((proposer, proposal), out) in owners.into_iter().zip(outcomes) {
             if proposer == self.me {
                 if let Some(w) = self.waiters.lock().remove(&proposal) {

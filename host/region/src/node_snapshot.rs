@@ -1,7 +1,9 @@
-//! Snapshots of a node's store, as files: what lets the log be purged. openraft builds one
-//! every `snapshot_logs_since_last` entries and then drops the log behind it (keeping
-//! `logs_kept_after_snapshot` entries); a member that needs what was dropped (a new one, a
-//! wiped one, one that was away too long) is sent the snapshot and then the log after it.
+//! Snapshots of a node's store, as files: what lets the log be purged. A node builds one
+//! once the log applied since the last holds `snapshot_log_bytes` and at least as many
+//! bytes as that snapshot ([`Snapshots::due`], checked every second by the node), and
+//! openraft then drops the log behind it (keeping `logs_kept_after_snapshot` entries); a
+//! member that needs what was dropped (a new one, a wiped one, one that was away too long)
+//! is sent the snapshot and then the log after it.
 //!
 //! File layout: `magic "TERNRSNP" | meta length u32 (LE) | meta (openraft's snapshot
 //! metadata, JSON) | the store's snapshot` (tern-store's snapshot.rs: every table, with a
@@ -20,6 +22,7 @@
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use openraft::{LogId, StoredMembership};
@@ -57,6 +60,10 @@ pub(crate) struct Snapshots {
     store: Store,
     /// The log id `current.snap` covers, so an older snapshot never replaces a newer one.
     current: Arc<Mutex<Option<LogId<NodeId>>>>,
+    /// Bytes of log entries applied since the last snapshot was built or installed.
+    applied_since: Arc<AtomicU64>,
+    /// Size of `current.snap`.
+    current_bytes: Arc<AtomicU64>,
 }
 
 impl Snapshots {
@@ -73,13 +80,32 @@ impl Snapshots {
             dir,
             store,
             current: Arc::default(),
+            applied_since: Arc::default(),
+            current_bytes: Arc::default(),
         };
         let current = match snapshots.open_current()? {
-            Some((meta, _)) => meta.last_log_id,
+            Some((meta, file)) => {
+                let bytes = file.metadata().map_err(io)?.len();
+                snapshots.current_bytes.store(bytes, Ordering::Relaxed);
+                meta.last_log_id
+            }
             None => None,
         };
         *snapshots.current.lock().unwrap_or_else(|p| p.into_inner()) = current;
         Ok(snapshots)
+    }
+
+    /// Counts log bytes applied to the store.
+    pub(crate) fn note_applied(&self, bytes: u64) {
+        self.applied_since.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Whether enough log was applied since the last snapshot to build the next: at least
+    /// `log_bytes`, and at least the last snapshot's size (so snapshot writes stay about
+    /// as large as the log they let go of, however much the streams retain).
+    pub(crate) fn due(&self, log_bytes: u64) -> bool {
+        let since = self.applied_since.load(Ordering::Relaxed);
+        since >= log_bytes.max(self.current_bytes.load(Ordering::Relaxed))
     }
 
     fn open_current(&self) -> Result<Option<(SnapshotMeta, std::fs::File)>, RegionStoreError> {
@@ -103,6 +129,7 @@ impl Snapshots {
 
     /// Builds a snapshot of the store as it is now and makes it the current one.
     pub(crate) async fn build(&self) -> Result<Snapshot, RegionStoreError> {
+        let counted = self.applied_since.load(Ordering::Relaxed);
         let snap = self.store.snapshot().await?;
         let last_log_id = match snap.get_state(APPLIED_KEY)? {
             Some(b) => codec::decode_opt_log_id(&b, "applied log id")?,
@@ -141,12 +168,13 @@ impl Snapshots {
                 bytes = bytes + header.len() as u64,
                 "snapshot built"
             );
-            this.promote(&part, &meta)?;
+            this.promote(&part, &meta, bytes + header.len() as u64)?;
             file.seek(SeekFrom::Start(0)).map_err(io)?;
             Ok::<_, RegionStoreError>((meta, file))
         })
         .await
         .map_err(|e| io(std::io::Error::other(e)))??;
+        self.applied_since.fetch_sub(counted, Ordering::Relaxed);
         Ok(Snapshot {
             meta,
             snapshot: Box::new(SnapshotData::File(tokio::fs::File::from_std(file))),
@@ -193,19 +221,26 @@ impl Snapshots {
                 });
             }
             tern_store::check_snapshot(&mut file)?;
-            this.promote(&part, &promoted)?;
+            let bytes = file.metadata().map_err(io)?.len();
+            this.promote(&part, &promoted, bytes)?;
             Ok::<_, RegionStoreError>(file)
         })
         .await
         .map_err(|e| io(std::io::Error::other(e)))??;
         let rows = self.store.install_snapshot(file).await?;
+        self.applied_since.store(0, Ordering::Relaxed);
         tracing::info!(id = %meta.snapshot_id, rows, "snapshot installed");
         Ok(())
     }
 
     /// Renames a complete, fsynced `.part` file over `current.snap`, unless the current
     /// one is newer (then the part file goes).
-    fn promote(&self, part: &Path, meta: &SnapshotMeta) -> Result<(), RegionStoreError> {
+    fn promote(
+        &self,
+        part: &Path,
+        meta: &SnapshotMeta,
+        bytes: u64,
+    ) -> Result<(), RegionStoreError> {
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
         if *current > meta.last_log_id {
             std::fs::remove_file(part).map_err(io)?;
@@ -216,6 +251,7 @@ impl Snapshots {
             .and_then(|d| d.sync_all())
             .map_err(io)?;
         *current = meta.last_log_id;
+        self.current_bytes.store(bytes, Ordering::Relaxed);
         Ok(())
     }
 }
