@@ -2,6 +2,7 @@
 # Quorum publish in a 3-node region against a node on its own, in the same run, on
 # loopback; then latency at a steady 5,000 msg/s in the region.
 # Usage: tests/bench/region-bench.sh target/release/tern [rounds]
+# REGION_CONFIG=FILE adds `--config FILE` to the region's nodes (e.g. snapshot settings).
 set -u
 T=$1
 ROUNDS=${2:-2}
@@ -16,7 +17,8 @@ single() {
 region() {
   for i in 1 2 3; do
     RUST_LOG=warn $T serve --data $D/n$i --listen 127.0.0.1:752$i --region bench --node-id $i \
-      --peers $P --region-listen 127.0.0.1:753$i --region-ca-dir $D/ca > $D/n$i.log 2>&1 &
+      --peers $P --region-listen 127.0.0.1:753$i --region-ca-dir $D/ca \
+      ${REGION_CONFIG:+--config "$REGION_CONFIG"} > $D/n$i.log 2>&1 &
     NODES[$i]=$!
   done
   sleep 4

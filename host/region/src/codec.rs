@@ -282,7 +282,7 @@ fn get_command(d: &mut Dec<'_>) -> Result<Command, CodecError> {
         CMD_STORE => Ok(Command::Store {
             proposer: d.u64()?,
             proposal: d.u64()?,
-            entry: d.bytes()?.to_vec(),
+            entry: bytes::Bytes::copy_from_slice(d.bytes()?),
         }),
         _ => Err(d.err("unknown command tag")),
     }

@@ -25,11 +25,12 @@ pub enum Command {
     Delete { key: String },
     /// A node's store changes: an encoded `tern_store::LogEntry`, which the node's state
     /// machine applies to its store. `proposer` and `proposal` let the proposing node hand
-    /// the outcomes back to the requests that made the entry.
+    /// the outcomes back to the requests that made the entry. Shared bytes: the log's
+    /// tail, replication and apply pass the entry around without copying it.
     Store {
         proposer: NodeId,
         proposal: u64,
-        entry: Vec<u8>,
+        entry: bytes::Bytes,
     },
 }
 

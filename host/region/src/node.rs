@@ -292,7 +292,7 @@ async fn propose_loop(
         let cmd = Command::Store {
             proposer: me,
             proposal,
-            entry,
+            entry: entry.into(),
         };
         let answer = Answer {
             started: std::time::Instant::now(),
