@@ -28,14 +28,15 @@ const TERN: &str = env!("CARGO_BIN_EXE_tern");
 const STREAM: &str = "orders";
 const NODES: usize = 3;
 const DRAIN_WITHIN: Duration = Duration::from_secs(60);
-/// A new leader is expected within a few election timeouts (600-1200 ms each).
+/// A new leader is expected within a few election timeouts (450-900 ms each).
 const LEADER_WITHIN: Duration = Duration::from_secs(15);
 /// Replicas agree on the stream within this once writes stop (a wiped follower replays the
 /// whole log).
 const CONVERGE_WITHIN: Duration = Duration::from_secs(30);
 /// No test runs longer than this, whatever hangs.
 const TEST_WITHIN: Duration = Duration::from_secs(240);
-/// Longer than the longest election timeout (1200 ms): the others elect a new leader.
+/// Longer than the lease and the longest election timeout (900 ms each): the others elect
+/// a new leader.
 const LEADER_FAULT: Duration = Duration::from_secs(3);
 
 async fn region() -> Cluster {

@@ -18,20 +18,22 @@ pub struct RegionConfig {
     /// (sending the entries and the follower's fsync): under load, 100 ms was too short
     /// and a follower fell behind for good, the same batch timing out again and again.
     pub heartbeat_ms: u64,
-    /// Lower bound of the randomized election timeout. Default 600 ms.
+    /// Lower bound of the randomized election timeout. Default 450 ms.
     ///
     /// openraft's 150-300 ms assumes a quiet LAN and an idle CPU. An fsync on a busy disk
     /// or a scheduling stall on two shared cores can take 100-300 ms, and a timeout that
     /// short turns those stalls into needless elections (each one stops writes for a round).
+    /// 450 ms is three heartbeats: a follower campaigns only after three in a row are lost.
     pub election_timeout_ms_min: u64,
-    /// Upper bound of the randomized election timeout. Default 1200 ms.
+    /// Upper bound of the randomized election timeout. Default 900 ms.
     ///
     /// Failover takes longer than one election timeout: openraft 0.9 has a follower first
-    /// honour the old leader's lease (the maximum election timeout, 1.2 s) and then wait its
-    /// own timeout (drawn once per node at start), so a new leader is elected 1.8-2.4 s after
-    /// the old one died, plus a vote round. Measured with 20 leader kills of a 3-node region
-    /// of processes: next acked publish p50 2.2 s, p99 4.7 s. The wide range (2x) keeps split
-    /// votes rare.
+    /// honour the old leader's lease (the maximum election timeout, 0.9 s) and then wait its
+    /// own timeout (drawn once per node at start), so a new leader is elected 1.35-1.8 s
+    /// after the old one died, plus a vote round. Measured with 20 leader kills of a 3-node
+    /// region of processes (docs/benchmarks.md): next acked publish p50 2.1 s, p99 2.2 s, most
+    /// of it the harness client's 2 s request timeout on the killed node. With 600-1200 ms it
+    /// was p50 2.2 s, p99 4.7 s. The wide range (2x) keeps split votes rare.
     pub election_timeout_ms_max: u64,
     /// A node's store: build a snapshot once the log applied since the last one holds this
     /// many bytes, and at least as many as that snapshot. Default 512 MiB.
@@ -64,8 +66,8 @@ impl Default for RegionConfig {
         RegionConfig {
             cluster_name: "tern-region".into(),
             heartbeat_ms: 150,
-            election_timeout_ms_min: 600,
-            election_timeout_ms_max: 1200,
+            election_timeout_ms_min: 450,
+            election_timeout_ms_max: 900,
             snapshot_log_bytes: 512 * 1024 * 1024,
             snapshot_logs_since_last: 10_000,
             logs_kept_after_snapshot: 1_000,
@@ -119,7 +121,7 @@ mod tests {
         let c = RegionConfig::default();
         assert!(c.to_openraft().is_ok());
         // The old leader's lease (the longest timeout) plus the longest election timeout:
-        // a new leader within 2.4 s, before the vote round.
+        // a new leader within 1.8 s, before the vote round.
         assert!(2 * c.election_timeout_ms_max < 3000);
         assert!(c.heartbeat_ms * 3 <= c.election_timeout_ms_min);
     }

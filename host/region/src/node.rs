@@ -101,7 +101,7 @@ impl NodeRegion {
             .map_err(crate::StartError::from)?;
         let transport = Arc::new(QuicTransport::bind(cfg.listen, &cfg.tls)?);
         let waiters = Waiters::default();
-        let snapshots = Snapshots::open(cfg.snapshot_dir.clone(), store.clone())
+        let snapshots = Snapshots::open(cfg.snapshot_dir.clone(), store.clone(), cfg.id)
             .map_err(crate::StartError::from)?;
         let machine = StoreMachine {
             store: store.clone(),

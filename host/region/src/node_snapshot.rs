@@ -1,6 +1,7 @@
 //! Snapshots of a node's store, as files: what lets the log be purged. A node builds one
 //! once the log applied since the last holds `snapshot_log_bytes` and at least as many
-//! bytes as that snapshot ([`Snapshots::due`], checked every second by the node), and
+//! bytes as that snapshot ([`Snapshots::due`], checked every second by the node; a third
+//! more on the second member and two thirds more on the third, so they take turns), and
 //! openraft then drops the log behind it (keeping `logs_kept_after_snapshot` entries); a
 //! member that needs what was dropped (a new one, a wiped one, one that was away too long)
 //! is sent the snapshot and then the log after it.
@@ -64,11 +65,18 @@ pub(crate) struct Snapshots {
     applied_since: Arc<AtomicU64>,
     /// Size of `current.snap`.
     current_bytes: Arc<AtomicU64>,
+    /// Thirds added to the threshold (0-2, from the node id), so the members of a region,
+    /// which apply the same log, do not all write a snapshot at the same moment.
+    stagger: u64,
 }
 
 impl Snapshots {
     /// Opens the snapshot directory, dropping transfers and builds a crash interrupted.
-    pub(crate) fn open(dir: PathBuf, store: Store) -> Result<Snapshots, RegionStoreError> {
+    pub(crate) fn open(
+        dir: PathBuf,
+        store: Store,
+        node: NodeId,
+    ) -> Result<Snapshots, RegionStoreError> {
         std::fs::create_dir_all(&dir).map_err(io)?;
         for entry in std::fs::read_dir(&dir).map_err(io)? {
             let path = entry.map_err(io)?.path();
@@ -82,6 +90,7 @@ impl Snapshots {
             current: Arc::default(),
             applied_since: Arc::default(),
             current_bytes: Arc::default(),
+            stagger: node.saturating_sub(1) % 3,
         };
         let current = match snapshots.open_current()? {
             Some((meta, file)) => {
@@ -102,10 +111,12 @@ impl Snapshots {
 
     /// Whether enough log was applied since the last snapshot to build the next: at least
     /// `log_bytes`, and at least the last snapshot's size (so snapshot writes stay about
-    /// as large as the log they let go of, however much the streams retain).
+    /// as large as the log they let go of, however much the streams retain), plus this
+    /// node's stagger.
     pub(crate) fn due(&self, log_bytes: u64) -> bool {
         let since = self.applied_since.load(Ordering::Relaxed);
-        since >= log_bytes.max(self.current_bytes.load(Ordering::Relaxed))
+        let base = log_bytes.max(self.current_bytes.load(Ordering::Relaxed));
+        since >= base.saturating_add(base / 3 * self.stagger)
     }
 
     fn open_current(&self) -> Result<Option<(SnapshotMeta, std::fs::File)>, RegionStoreError> {
