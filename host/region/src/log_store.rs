@@ -108,7 +108,7 @@ impl LogStore {
                 _ => Bound::Excluded(tail_start),
             };
             (out, bytes) = self.disk_entries(Bound::Included(start), disk_end, bytes_max)?;
-            // Cut short by the byte budget (nothing before the tail is purged ones).
+            // The disk part stopped short of the tail (the byte budget): that is all.
             if out.last().is_some_and(|e| e.log_id.index + 1 != tail_start) {
                 return Ok(out);
             }
