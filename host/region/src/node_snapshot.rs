@@ -164,24 +164,30 @@ impl Snapshots {
         let this = self.clone();
         let header = encode_header(&meta)?;
         let (meta, file) = tokio::task::spawn_blocking(move || {
-            let mut file = std::fs::File::options()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&part)
-                .map_err(io)?;
-            file.write_all(&header).map_err(io)?;
-            let bytes = snap.write_to(&mut file)?;
-            file.sync_all().map_err(io)?;
-            tracing::info!(
-                id = %meta.snapshot_id,
-                bytes = bytes + header.len() as u64,
-                "snapshot built"
-            );
-            this.promote(&part, &meta, bytes + header.len() as u64)?;
-            file.seek(SeekFrom::Start(0)).map_err(io)?;
-            Ok::<_, RegionStoreError>((meta, file))
+            let write = || {
+                let mut file = std::fs::File::options()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(&part)
+                    .map_err(io)?;
+                file.write_all(&header).map_err(io)?;
+                let bytes = snap.write_to(&mut file)? + header.len() as u64;
+                file.sync_all().map_err(io)?;
+                tracing::info!(id = %meta.snapshot_id, bytes, "snapshot built");
+                this.promote(&part, &meta, bytes)?;
+                file.seek(SeekFrom::Start(0)).map_err(io)?;
+                Ok::<_, RegionStoreError>(file)
+            };
+            match write() {
+                Ok(file) => Ok((meta, file)),
+                Err(e) => {
+                    // A failed build (e.g. a full disk) leaves nothing behind.
+                    let _ = std::fs::remove_file(&part);
+                    Err(e)
+                }
+            }
         })
         .await
         .map_err(|e| io(std::io::Error::other(e)))??;
