@@ -330,7 +330,7 @@ impl Tail {
 
     /// Removes entries up to and including `index`.
     pub(crate) fn purge(&mut self, index: u64) {
-        let kept = self.entries.split_off(&(index + 1));
+        let kept = self.entries.split_off(&index.saturating_add(1));
         for c in std::mem::replace(&mut self.entries, kept).into_values() {
             self.bytes -= c.bytes;
         }
