@@ -116,6 +116,16 @@ pub struct RegionTls {
     pub key: PrivateKeyDer<'static>,
 }
 
+impl Clone for RegionTls {
+    fn clone(&self) -> RegionTls {
+        RegionTls {
+            ca: self.ca.clone(),
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+        }
+    }
+}
+
 /// Why the QUIC endpoint could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum QuicError {
@@ -440,34 +450,15 @@ impl Drop for Call<'_> {
 mod tests {
     use super::*;
     use crate::{start_on, RegionConfig, RegionStore};
-    use rustls::pki_types::PrivatePkcs8KeyDer;
 
-    /// A CA and a certificate for 127.0.0.1 signed by it.
+    /// A development region CA and a loopback certificate signed by it.
     fn tls() -> RegionTls {
-        let ca_key = rcgen::KeyPair::generate().expect("ca key");
-        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
-        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let ca_cert = ca.self_signed(&ca_key).expect("ca cert");
-        let issuer = rcgen::Issuer::new(ca, ca_key);
-        let key = rcgen::KeyPair::generate().expect("node key");
-        let mut params =
-            rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("node params");
-        params
-            .subject_alt_names
-            .push(rcgen::SanType::IpAddress("127.0.0.1".parse().expect("ip")));
-        let cert = params.signed_by(&key, &issuer).expect("node cert");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let c = tern_net::region_dev_certs(dir.path()).expect("region certs");
         RegionTls {
-            ca: vec![CertificateDer::from(ca_cert.der().to_vec())],
-            chain: vec![CertificateDer::from(cert.der().to_vec())],
-            key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-        }
-    }
-
-    fn clone_tls(t: &RegionTls) -> RegionTls {
-        RegionTls {
-            ca: t.ca.clone(),
-            chain: t.chain.clone(),
-            key: t.key.clone_key(),
+            ca: c.ca,
+            chain: c.chain,
+            key: c.key,
         }
     }
 
@@ -513,14 +504,14 @@ mod tests {
         let (file1, file2) = (dir.path().join("cut1"), dir.path().join("cut2"));
         let t1 = QuicTransport::bind_with(
             "127.0.0.1:0".parse().expect("addr"),
-            &clone_tls(&tls),
+            &tls.clone(),
             Some(Arc::new(Partition::new(file1.clone()))),
         )
         .expect("bind 1");
         let t2 = Arc::new(
             QuicTransport::bind_with(
                 "127.0.0.1:0".parse().expect("addr"),
-                &clone_tls(&tls),
+                &tls.clone(),
                 Some(Arc::new(Partition::new(file2.clone()))),
             )
             .expect("bind 2"),
@@ -595,11 +586,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let tls = tls();
         let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
-        let t1 = QuicTransport::bind_with(any, &clone_tls(&tls), None).expect("bind 1");
+        let t1 = QuicTransport::bind_with(any, &tls.clone(), None).expect("bind 1");
         let config = RegionConfig::default().to_openraft().expect("config");
         let mut peers = Vec::new();
         for id in [2u64, 3] {
-            let t = Arc::new(QuicTransport::bind_with(any, &clone_tls(&tls), None).expect("bind"));
+            let t = Arc::new(QuicTransport::bind_with(any, &tls.clone(), None).expect("bind"));
             let store = RegionStore::open(dir.path().join(format!("n{id}.redb"))).expect("store");
             let (raft, _) = start_on(id, config.clone(), store, t.clone())
                 .await

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::ServerState;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tern_region::quic::{QuicTransport, RegionTls};
 use tern_region::{
     start_on, Command, NodeAddr, NodeId, Raft, RaftRpc, RegionConfig, RegionStore, Response,
@@ -17,36 +16,14 @@ use tern_region::{
 
 const WAIT: Duration = Duration::from_secs(15);
 
-/// A CA, and a certificate for localhost/127.0.0.1 signed by it.
+/// A development region CA (its own each call), and a loopback certificate signed by it.
 fn region_tls() -> RegionTls {
-    let ca_key = rcgen::KeyPair::generate().expect("ca key");
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::CrlSign,
-    ];
-    let ca_cert = ca_params.self_signed(&ca_key).expect("ca cert");
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let key = rcgen::KeyPair::generate().expect("node key");
-    let mut params =
-        rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("node params");
-    params
-        .subject_alt_names
-        .push(rcgen::SanType::IpAddress("127.0.0.1".parse().expect("ip")));
-    let cert = params.signed_by(&key, &issuer).expect("node cert");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let c = tern_net::region_dev_certs(dir.path()).expect("region certs");
     RegionTls {
-        ca: vec![CertificateDer::from(ca_cert.der().to_vec())],
-        chain: vec![CertificateDer::from(cert.der().to_vec())],
-        key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-    }
-}
-
-fn clone_tls(t: &RegionTls) -> RegionTls {
-    RegionTls {
-        ca: t.ca.clone(),
-        chain: t.chain.clone(),
-        key: t.key.clone_key(),
+        ca: c.ca,
+        chain: c.chain,
+        key: c.key,
     }
 }
 
@@ -61,8 +38,7 @@ async fn start_nodes(dir: &std::path::Path, tls: &RegionTls) -> BTreeMap<NodeId,
     let mut nodes = BTreeMap::new();
     for id in 1..=3u64 {
         let transport = Arc::new(
-            QuicTransport::bind("127.0.0.1:0".parse().expect("addr"), &clone_tls(tls))
-                .expect("bind"),
+            QuicTransport::bind("127.0.0.1:0".parse().expect("addr"), &tls.clone()).expect("bind"),
         );
         let store = RegionStore::open(dir.join(format!("n{id}.redb"))).expect("store");
         let (raft, reader) = start_on(id, config.clone(), store, transport.clone())
