@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use tern_client::{Client, StreamConfig};
 use tern_tests::fault::{check, drain, Cluster, History, Report, Workload};
-use tokio_util::sync::CancellationToken;
 
 const TERN: &str = env!("CARGO_BIN_EXE_tern");
 const STREAM: &str = "faults";
@@ -39,19 +38,9 @@ async fn create_stream(cluster: &Cluster) {
 /// Runs the workload while `faults` runs, then stops it, drains every node and checks.
 async fn run_with(
     cluster: &mut Cluster,
-    faults: impl AsyncFnOnce(&mut Cluster, &History),
+    faults: impl AsyncFnOnce(&mut Cluster, &Arc<History>),
 ) -> Report {
-    let history = Arc::new(History::new());
-    let stop = CancellationToken::new();
-    let load = tokio::spawn({
-        let (cfg, history, stop) = (cluster.client_config(), history.clone(), stop.clone());
-        async move { Workload::new(STREAM).run(cfg, history, stop).await }
-    });
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    faults(cluster, &history).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.cancel();
-    load.await.unwrap();
+    let history = Workload::new(STREAM).run_around(cluster, faults).await;
     let mut nodes = BTreeMap::new();
     for (i, n) in cluster.nodes.iter().enumerate() {
         let content = drain(cluster.node_client_config(i), STREAM, DRAIN_WITHIN)
@@ -67,7 +56,7 @@ async fn run_with(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_sigkill_under_load_loses_nothing_acked() {
     let mut cluster = cluster().await;
-    let report = run_with(&mut cluster, async |c: &mut Cluster, h: &History| {
+    let report = run_with(&mut cluster, async |c: &mut Cluster, h: &Arc<History>| {
         for round in 0..3 {
             h.fault(format!("SIGKILL #{round}"));
             c.nodes[0].kill();
@@ -88,7 +77,7 @@ async fn repeated_sigkill_under_load_loses_nothing_acked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigstop_then_sigcont_loses_nothing_acked() {
     let mut cluster = cluster().await;
-    let report = run_with(&mut cluster, async |c: &mut Cluster, h: &History| {
+    let report = run_with(&mut cluster, async |c: &mut Cluster, h: &Arc<History>| {
         h.fault("SIGSTOP for 2.5 s");
         c.nodes[0].pause();
         tokio::time::sleep(Duration::from_millis(2_500)).await;
@@ -105,7 +94,7 @@ async fn sigstop_then_sigcont_loses_nothing_acked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_checker_reports_acked_data_that_was_lost() {
     let mut cluster = cluster().await;
-    let report = run_with(&mut cluster, async |c: &mut Cluster, h: &History| {
+    let report = run_with(&mut cluster, async |c: &mut Cluster, h: &Arc<History>| {
         tokio::time::sleep(Duration::from_millis(300)).await;
         h.fault("SIGKILL and the redb file deleted");
         c.nodes[0].kill();

@@ -88,17 +88,7 @@ async fn run_with(
     cluster: &mut Cluster,
     faults: impl AsyncFnOnce(&mut Cluster, &Arc<History>),
 ) -> Report {
-    let history = Arc::new(History::new());
-    let stop = CancellationToken::new();
-    let load = tokio::spawn({
-        let (cfg, history, stop) = (cluster.client_config(), history.clone(), stop.clone());
-        async move { Workload::new(STREAM).run(cfg, history, stop).await }
-    });
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    faults(cluster, &history).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.cancel();
-    load.await.unwrap();
+    let history = Workload::new(STREAM).run_around(cluster, faults).await;
     check_nodes(cluster, &history).await
 }
 

@@ -8,7 +8,11 @@ use tern_client::{AckLevel, Client, ClientConfig, ClientError, PubMessage, Subsc
 use tokio_util::sync::CancellationToken;
 
 use super::check::StoredMessage;
+use super::cluster::Cluster;
 use super::history::{History, Outcome};
+
+/// Load before the first fault and after the last, so RTO and throughput have a baseline.
+const LOAD_AROUND_FAULTS: Duration = Duration::from_millis(500);
 
 /// Producers publishing to `<stream>.<key>` with ids `p<producer>-<n>` and, per key, a
 /// counter the checker uses for per-key order. Each producer owns its keys and publishes
@@ -45,6 +49,28 @@ impl Workload {
         for t in tasks {
             let _ = t.await;
         }
+    }
+
+    /// Runs the producers against `cluster` while `faults` runs, with half a second of
+    /// load before and after it, then stops them; returns what they recorded.
+    pub async fn run_around(
+        &self,
+        cluster: &mut Cluster,
+        faults: impl AsyncFnOnce(&mut Cluster, &Arc<History>),
+    ) -> Arc<History> {
+        let history = Arc::new(History::new());
+        let stop = CancellationToken::new();
+        let load = tokio::spawn({
+            let (w, cfg) = (self.clone(), cluster.client_config());
+            let (history, stop) = (history.clone(), stop.clone());
+            async move { w.run(cfg, history, stop).await }
+        });
+        tokio::time::sleep(LOAD_AROUND_FAULTS).await;
+        faults(cluster, &history).await;
+        tokio::time::sleep(LOAD_AROUND_FAULTS).await;
+        stop.cancel();
+        let _ = load.await;
+        history
     }
 
     async fn produce(
