@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tern_client::{AckLevel, Client, ClientError, PubMessage, StreamConfig};
+use tern_client::{AckLevel, Client, PubMessage, StreamConfig};
 use tern_tests::fault::{check, drain, Cluster, History, Outcome, Probe, Report, Workload};
 use tokio_util::sync::CancellationToken;
 
@@ -283,13 +283,7 @@ fn publish_pinned(
                 headers: Vec::new(),
                 payload: Bytes::from_static(b"isolated"),
             };
-            let outcome = match client.publish(msg, AckLevel::Quorum).await {
-                Ok(r) => Outcome::Ok { seq: r.seq },
-                Err(ClientError::Server(e)) if !e.code.is_retryable() => {
-                    Outcome::Fail(format!("{}: {}", e.code, e.message))
-                }
-                Err(e) => Outcome::Unknown(e.to_string()),
-            };
+            let outcome = Outcome::of_publish(client.publish(msg, AckLevel::Quorum).await);
             history.complete(op, outcome);
         }
         client.close().await;

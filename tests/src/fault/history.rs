@@ -16,6 +16,20 @@ pub enum Outcome {
     Unknown(String),
 }
 
+impl Outcome {
+    /// What a publish's answer says: acked, refused for the message itself (nothing was
+    /// stored), or anything else (it may have been stored).
+    pub fn of_publish(r: Result<tern_client::Receipt, tern_client::ClientError>) -> Outcome {
+        match r {
+            Ok(r) => Outcome::Ok { seq: r.seq },
+            Err(tern_client::ClientError::Server(e)) if !e.code.is_retryable() => {
+                Outcome::Fail(format!("{}: {}", e.code, e.message))
+            }
+            Err(e) => Outcome::Unknown(e.to_string()),
+        }
+    }
+}
+
 /// One publish: its identity, what it carried, when it started and ended, how it ended.
 #[derive(Debug, Clone)]
 pub struct Op {

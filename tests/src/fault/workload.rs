@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tern_client::{AckLevel, Client, ClientConfig, ClientError, PubMessage, SubscribeOptions};
+use tern_client::{AckLevel, Client, ClientConfig, PubMessage, SubscribeOptions};
 use tokio_util::sync::CancellationToken;
 
 use super::check::StoredMessage;
@@ -104,14 +104,7 @@ impl Workload {
                 headers: Vec::new(),
                 payload: Bytes::from(vec![b'x'; self.payload_bytes]),
             };
-            let outcome = match client.publish(msg, AckLevel::Quorum).await {
-                Ok(r) => Outcome::Ok { seq: r.seq },
-                // A refusal the node gives for the message itself: nothing was stored.
-                Err(ClientError::Server(e)) if !e.code.is_retryable() => {
-                    Outcome::Fail(format!("{}: {}", e.code, e.message))
-                }
-                Err(e) => Outcome::Unknown(e.to_string()),
-            };
+            let outcome = Outcome::of_publish(client.publish(msg, AckLevel::Quorum).await);
             history.complete(op, outcome);
             n += 1;
         }
