@@ -137,23 +137,25 @@ impl Cluster {
     pub async fn start(bin: &Path, n: usize, args: impl Fn(usize) -> Vec<String>) -> Cluster {
         let dir = tempfile::tempdir().expect("temporary directory");
         let nodes = (0..n)
-            .map(|i| {
-                let mut node = NodeProcess {
-                    name: format!("n{i}"),
-                    data: dir.path().join(format!("n{i}")),
-                    addr: crate::free_loopback_addr(),
-                    args: args(i),
-                    region_id: None,
-                    partition_file: None,
-                    bin: bin.to_owned(),
-                    child: None,
-                };
-                node.spawn();
-                node
+            .map(|i| NodeProcess {
+                name: format!("n{i}"),
+                data: dir.path().join(format!("n{i}")),
+                addr: crate::free_loopback_addr(),
+                args: args(i),
+                region_id: None,
+                partition_file: None,
+                bin: bin.to_owned(),
+                child: None,
             })
             .collect();
+        Cluster::launch(dir, nodes).await
+    }
+
+    /// Spawns every node and returns once each answers.
+    async fn launch(dir: tempfile::TempDir, mut nodes: Vec<NodeProcess>) -> Cluster {
+        nodes.iter_mut().for_each(NodeProcess::spawn);
         let cluster = Cluster { nodes, _dir: dir };
-        for i in 0..n {
+        for i in 0..cluster.nodes.len() {
             cluster.wait_ready(i).await;
         }
         cluster
@@ -198,7 +200,7 @@ impl Cluster {
                     "--config",
                     &config_file.display().to_string(),
                 ];
-                let mut node = NodeProcess {
+                NodeProcess {
                     name: format!("n{i}"),
                     data: dir.path().join(format!("n{i}")),
                     addr: client[i],
@@ -207,15 +209,10 @@ impl Cluster {
                     partition_file: Some(partition_file),
                     bin: bin.to_owned(),
                     child: None,
-                };
-                node.spawn();
-                node
+                }
             })
             .collect();
-        let cluster = Cluster { nodes, _dir: dir };
-        for i in 0..n {
-            cluster.wait_ready(i).await;
-        }
+        let cluster = Cluster::launch(dir, nodes).await;
         cluster.create_probe_stream().await;
         cluster
     }
