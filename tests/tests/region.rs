@@ -166,6 +166,30 @@ async fn writes_reach_every_member_and_followers_send_clients_to_the_leader() {
     let key_seqs: Vec<u64> = on_leader.iter().map(|m| m.2).collect();
     assert_eq!(key_seqs[..10], [1, 1, 1, 1, 1, 2, 2, 2, 2, 2]);
 
+    // Ack level `leader`: answered at the leader's fsync, without a position (or, if the
+    // commit came first, at quorum with one); the messages are then committed like any.
+    let batch: Vec<PubMessage> = (60..70).map(msg).collect();
+    let mut at_leader = 0;
+    for r in client.publish_batch(batch, AckLevel::Leader).await.unwrap() {
+        let r = r.unwrap();
+        assert_eq!(r.stream, "orders");
+        match r.level {
+            AckLevel::Leader => {
+                assert_eq!((r.seq, r.duplicate), (0, false));
+                at_leader += 1;
+            }
+            level => assert_eq!(level, AckLevel::Quorum, "{r:?}"),
+        }
+    }
+    println!("{at_leader} of 10 acked at level leader");
+    // A retry at level leader is still deduplicated when it is committed.
+    client.publish(msg(65), AckLevel::Leader).await.unwrap();
+    client.publish(msg(70), AckLevel::Quorum).await.unwrap();
+    let on_leader = stream_on(region.node(leader), 71).await;
+    let ids: Vec<&str> = on_leader[60..].iter().map(|m| m.1.as_str()).collect();
+    let want: Vec<String> = (60..=70).map(|i| format!("order-{i}")).collect();
+    assert_eq!(ids, want);
+
     // A reader may use any member.
     let reader = region.client(&[follower]).await;
     let mut sub = reader
@@ -340,6 +364,119 @@ async fn a_wiped_member_catches_up_from_a_snapshot_once_the_log_is_purged() {
     assert_eq!(r.seq, 121);
     let on_leader = stream_on(region.node(leader), 121).await;
     assert_eq!(stream_on(region.node(wiped), 121).await, on_leader);
+    client.close().await;
+    for n in region.nodes.into_iter().flatten() {
+        n.stop().await;
+    }
+}
+
+/// The stored cursor of group "billing" when every member agrees on `want`.
+async fn cursors_agree(region: &Region, want: u64) {
+    let cursors = || -> Vec<Option<u64>> {
+        region
+            .nodes
+            .iter()
+            .flatten()
+            .map(|n| n.node().store().group_cursor("orders", "billing").unwrap())
+            .collect()
+    };
+    let agreed = eventually(200, Duration::from_millis(50), || async {
+        cursors().iter().all(|&c| c == Some(want)).then_some(())
+    })
+    .await;
+    assert!(agreed.is_some(), "cursors {:?}, want {want}", cursors());
+}
+
+/// Makes member `i` the leader by having it campaign until every member names it. A
+/// campaign can lose (the leader's lease holds, or another member wins the election the
+/// campaign set off), so it campaigns again, a bounded number of times.
+async fn move_leadership_to(region: &Region, i: usize) {
+    let moved = eventually(60, Duration::from_millis(500), || async {
+        if region.leader().await == i {
+            return Some(());
+        }
+        region.node(i).node().region()?.campaign().await.ok()?;
+        None
+    })
+    .await;
+    assert!(moved.is_some(), "member {i} did not become the leader");
+}
+
+/// Consumes and acks `range` as group "billing", then closes the subscription.
+async fn consume_and_ack(client: &Client, range: std::ops::RangeInclusive<u64>) {
+    let mut sub = client
+        .subscribe(SubscribeOptions::new("orders.>").group("billing"))
+        .await
+        .unwrap();
+    for expected in range {
+        let d = next_delivery(&mut sub, WAIT).await;
+        assert_eq!(d.stamp.local_seq, expected);
+        sub.ack(expected).await.unwrap();
+    }
+    sub.close().await;
+}
+
+/// What a node keeps in memory about a group is good only while it leads: when leadership
+/// leaves it, the group moves on at the new leader, and leadership comes back, the group goes
+/// on from its replicated cursor and does not deliver again what was acked elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_group_goes_on_from_its_replicated_cursor_when_leadership_comes_back() {
+    let region = Region::start().await;
+    let first = region.leader().await;
+    let client = region.client(&[0, 1, 2]).await;
+    create_stream(&client).await;
+    let batch: Vec<PubMessage> = (0..40).map(msg).collect();
+    for r in client.publish_batch(batch, AckLevel::Quorum).await.unwrap() {
+        r.unwrap();
+    }
+    consume_and_ack(&client, 1..=10).await;
+    cursors_agree(&region, 11).await;
+
+    let second = (first + 1) % 3;
+    move_leadership_to(&region, second).await;
+    consume_and_ack(&client, 11..=20).await;
+    cursors_agree(&region, 21).await;
+
+    move_leadership_to(&region, first).await;
+    consume_and_ack(&client, 21..=25).await;
+    cursors_agree(&region, 26).await;
+    client.close().await;
+    for n in region.nodes.into_iter().flatten() {
+        n.stop().await;
+    }
+}
+
+/// Ack level `leader` is answered once the leader's own log has the entry, before a
+/// majority does: with both followers stopped the leader still answers it (that message is
+/// what the level risks losing), while a quorum publish gets no ack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ack_level_leader_is_answered_before_a_majority_has_the_message() {
+    let mut region = Region::start().await;
+    let leader = region.leader().await;
+    let mut config = ClientConfig::new(
+        vec![region.servers[leader].clone()],
+        region.node(leader).ca(),
+    );
+    config.publish_attempts_max = 1;
+    config.request_timeout_ms = 1_000;
+    let client = Client::connect(config).await.unwrap();
+    create_stream(&client).await;
+    for i in (0..3).filter(|&i| i != leader) {
+        region.nodes[i].take().unwrap().stop().await;
+    }
+    let r = client.publish(msg(1), AckLevel::Leader).await.unwrap();
+    assert_eq!(
+        (
+            r.id.as_str(),
+            r.stream.as_str(),
+            r.seq,
+            r.duplicate,
+            r.level
+        ),
+        ("order-1", "orders", 0, false, AckLevel::Leader)
+    );
+    let quorum = client.publish(msg(2), AckLevel::Quorum).await;
+    assert!(quorum.is_err(), "{quorum:?}");
     client.close().await;
     for n in region.nodes.into_iter().flatten() {
         n.stop().await;

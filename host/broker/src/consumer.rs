@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tern_net::{FrameReader, FrameWriter, NetError};
 use tern_proto::{subject, Delivery, Frame, Stamp, Subscribe};
-use tern_store::StoredMessage;
+use tern_store::{StoreError, StoredMessage};
 
 use crate::groups::JoinRequest;
 use crate::server::Ctx;
@@ -206,10 +206,15 @@ async fn group_member(
         },
         start: sub.start,
     };
-    let (state, member) = match ctx.groups.join(&ctx.store, req).await {
+    let joined = match ctx.leading_term() {
+        Ok(term) => ctx.groups.join(&ctx.store, req, term).await,
+        Err(e) => Err(e),
+    };
+    let (state, member) = match joined {
         Ok(v) => v,
         Err(e) => return refuse(writer, sub.req_id, &e).await,
     };
+    let term = state.lock().await.term();
     let mut tip = match ctx.store.watch(&stream) {
         Ok(t) => t,
         Err(e) => return refuse(writer, sub.req_id, &e).await,
@@ -223,9 +228,12 @@ async fn group_member(
         })
         .await?;
     tracing::debug!(%stream, %group, member, "group member joined");
-    let result: Result<(), NetError> = async {
+    let result: Result<Option<StoreError>, NetError> = async {
         loop {
             let next_due;
+            if let Err(e) = still_leading(ctx, term) {
+                return Ok(Some(e));
+            }
             if credit > 0 {
                 tip.borrow_and_update();
                 let claimed = {
@@ -244,6 +252,7 @@ async fn group_member(
                 };
                 let claimed = match claimed {
                     Ok(v) => v,
+                    Err(e @ StoreError::NotLeader(_)) => return Ok(Some(e)),
                     Err(e) => {
                         tracing::warn!(%stream, %group, error = %e, "group delivery failed");
                         Vec::new()
@@ -257,8 +266,10 @@ async fn group_member(
                     }
                     writer.flush().await?;
                     if let Some(ctl) = poll_control(&mut reader).await? {
-                        if !apply(ctl, &mut reader, &state, &mut credit, credit_max, ctx).await? {
-                            return Ok(());
+                        match apply(ctl, &mut reader, &state, &mut credit, credit_max, ctx).await? {
+                            Flow::Open => {}
+                            Flow::Ended => return Ok(None),
+                            Flow::Stop(e) => return Ok(Some(e)),
                         }
                     }
                     continue;
@@ -271,15 +282,17 @@ async fn group_member(
                 .unwrap_or(1000)
                 .min(1000);
             tokio::select! {
-                _ = ctx.shutdown.cancelled() => return Ok(()),
+                _ = ctx.shutdown.cancelled() => return Ok(None),
                 f = reader.next() => {
                     let ctl = control(f?)?;
-                    if !apply(ctl, &mut reader, &state, &mut credit, credit_max, ctx).await? {
-                        return Ok(());
+                    match apply(ctl, &mut reader, &state, &mut credit, credit_max, ctx).await? {
+                        Flow::Open => {}
+                        Flow::Ended => return Ok(None),
+                        Flow::Stop(e) => return Ok(Some(e)),
                     }
                 }
                 r = tip.changed(), if credit > 0 => if r.is_err() {
-                    return Ok(());
+                    return Ok(None);
                 },
                 _ = tokio::time::sleep(Duration::from_millis(wait_ms)), if credit > 0 => {}
             }
@@ -288,11 +301,36 @@ async fn group_member(
     .await;
     state.lock().await.leave(member, crate::now_ms());
     tracing::debug!(%stream, %group, member, "group member left");
-    result?;
-    writer.finish().await
+    match result? {
+        // The member goes on with the region's leader; its acks not yet stored there are
+        // lost and those messages delivered again.
+        Some(e) => {
+            tracing::info!(%stream, %group, member, error = %e, "group member stopped");
+            refuse(writer, sub.req_id, &e).await
+        }
+        None => writer.finish().await,
+    }
 }
 
-/// Apply a control frame; false when the subscriber ended the subscription. Acks already
+/// Whether this node still leads the term a group's state was loaded in: a member must
+/// not deliver or ack from state another leader may have moved on since.
+fn still_leading(ctx: &Ctx, term: u64) -> Result<(), StoreError> {
+    match ctx.leading_term()? {
+        t if t == term => Ok(()),
+        _ => Err(StoreError::NotLeader(None)),
+    }
+}
+
+/// What a group member does after a control frame.
+enum Flow {
+    Open,
+    /// The subscriber ended the subscription.
+    Ended,
+    /// This node cannot serve the group any more (it no longer leads the region).
+    Stop(StoreError),
+}
+
+/// Apply a control frame. Acks already
 /// received behind it are taken too and stored in one commit: each commit is an fsync, and
 /// a subscriber acking message by message would otherwise pay one per ack frame.
 async fn apply(
@@ -302,7 +340,7 @@ async fn apply(
     credit: &mut u32,
     credit_max: u32,
     ctx: &Ctx,
-) -> Result<bool, NetError> {
+) -> Result<Flow, NetError> {
     let mut acks = Vec::new();
     let mut next = Some(ctl);
     let mut open = true;
@@ -323,14 +361,24 @@ async fn apply(
             }
         }
     }
+    let mut stop = None;
     if !acks.is_empty() {
-        if let Err(e) = state.lock().await.ack(&ctx.store, &acks).await {
+        let mut g = state.lock().await;
+        let acked = match still_leading(ctx, g.term()) {
+            Ok(()) => g.ack(&ctx.store, &acks).await,
+            Err(e) => Err(e),
+        };
+        match acked {
+            Ok(()) => {}
+            Err(e @ StoreError::NotLeader(_)) => stop = Some(e),
             // Not durable: the messages stay pending and are redelivered later.
-            tracing::warn!(error = %e, "ack not stored");
+            Err(e) => tracing::warn!(error = %e, "ack not stored"),
         }
     }
-    match failed {
-        Some(e) => Err(e),
-        None => Ok(open),
+    match (failed, stop) {
+        (Some(e), _) => Err(e),
+        (None, Some(e)) => Ok(Flow::Stop(e)),
+        (None, None) if open => Ok(Flow::Open),
+        (None, None) => Ok(Flow::Ended),
     }
 }

@@ -6,6 +6,11 @@
 //! rows above the floor record out-of-order acks and delivery counts of redeliveries.
 //! In memory: what is in flight to which member, and when it is due again. After a
 //! restart everything above the floor that is not acked is delivered again.
+//!
+//! In a region a group's state lives on the leader. What a node holds in memory is good
+//! only for the term it was loaded in: another leader may have moved the group on since.
+//! So the state records its term, members stop on a node that no longer leads that term,
+//! and a join in a later term loads the group again from storage.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -46,6 +51,8 @@ pub(crate) struct GroupState {
     /// Durable rows above the floor.
     above: BTreeMap<u64, PendingRow>,
     next_member: u64,
+    /// The region term the state was loaded in (0 for a node on its own).
+    term: u64,
 }
 
 /// A group shared by its members on this node.
@@ -69,20 +76,25 @@ pub(crate) struct JoinRequest<'a> {
 
 impl Groups {
     /// Join a group (opening it durably on first use); returns the state and a member id.
+    /// `term` is the region term this node leads (see the module comment).
     pub(crate) async fn join(
         &self,
         store: &Store,
         req: JoinRequest<'_>,
+        term: u64,
     ) -> Result<(SharedGroup, u64), StoreError> {
         let key = (req.stream.to_owned(), req.group.to_owned());
         let mut map = self.map.lock().await;
         if let Some(g) = map.get(&key) {
             let mut st = g.lock().await;
-            if st.filter != req.filter {
-                return Err(StoreError::GroupMismatch(req.group.to_owned()));
+            if st.term == term {
+                if st.filter != req.filter {
+                    return Err(StoreError::GroupMismatch(req.group.to_owned()));
+                }
+                st.next_member += 1;
+                return Ok((g.clone(), st.next_member));
             }
-            st.next_member += 1;
-            return Ok((g.clone(), st.next_member));
+            // Loaded under an earlier leadership: its members stop by themselves.
         }
         let dlq = tern_proto::StreamConfig {
             name: dlq_stream(req.stream),
@@ -114,6 +126,7 @@ impl Groups {
             inflight: BTreeMap::new(),
             above: rows.into_iter().map(|r| (r.seq, r)).collect(),
             next_member: 1,
+            term,
         };
         let g = Arc::new(Mutex::new(state));
         map.insert(key, g.clone());
@@ -337,5 +350,10 @@ impl GroupState {
 
     pub(crate) fn stream(&self) -> &str {
         &self.stream
+    }
+
+    /// The region term the state was loaded in.
+    pub(crate) fn term(&self) -> u64 {
+        self.term
     }
 }

@@ -54,6 +54,17 @@ pub(crate) struct Ctx {
     pub tasks: TaskTracker,
 }
 
+impl Ctx {
+    /// The region term this node leads (0 for a node on its own), or `NotLeader` naming
+    /// the leader's client address.
+    pub(crate) fn leading_term(&self) -> Result<u64, tern_store::StoreError> {
+        match &self.region {
+            None => Ok(0),
+            Some(r) => r.leading_term().map_err(tern_store::StoreError::NotLeader),
+        }
+    }
+}
+
 /// A running node.
 pub struct Node {
     addr: SocketAddr,
@@ -157,6 +168,11 @@ impl Node {
 
     pub fn store(&self) -> &Store {
         &self.ctx.store
+    }
+
+    /// The node's place in its region (None when it runs on its own).
+    pub fn region(&self) -> Option<&tern_region::NodeRegion> {
+        self.ctx.region.as_deref()
     }
 
     /// This node's view of its region (None when it runs on its own).

@@ -250,7 +250,13 @@ async fn submit(msgs: Vec<(u64, AckLevel, PubMessage)>, batch: bool, ctx: &Arc<C
         let _ = tx.send(Vec::new());
         rx
     } else {
-        match ctx.store.submit_append(accepted).await {
+        // A region answers at the leader's fsync only when every message asked for no more.
+        let level = if levels.iter().all(|l| *l == AckLevel::Leader) {
+            AckLevel::Leader
+        } else {
+            AckLevel::Quorum
+        };
+        match ctx.store.submit_append(accepted, level).await {
             Ok(rx) => rx,
             Err(e) => {
                 let (tx, rx) = oneshot::channel();

@@ -495,6 +495,8 @@ impl SubTask {
                         }
                     }
                     Ok(Some(Frame::Error { error, .. })) => {
+                        // A node that stopped leading the region names the new leader.
+                        self.inner.follow_leader_body(&error);
                         let e = ClientError::Server(error);
                         return if e.is_retryable() { PumpEnd::Lost(e) } else { PumpEnd::Fatal(e) };
                     }

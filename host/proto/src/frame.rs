@@ -18,6 +18,11 @@ pub enum AckLevel {
     Local = 0,
     /// Committed and fsynced on a majority of the region (a region of one: the node).
     Quorum = 1,
+    /// In a region: fsynced in the leader's log, before the region commits it. Faster, and
+    /// lost if the leader dies before a majority has it. The receipt has no position yet
+    /// (`seq` 0): positions are given when the region commits. A node on its own reaches
+    /// every level with its own fsync, and its receipts have positions.
+    Leader = 2,
 }
 
 impl AckLevel {
@@ -25,9 +30,10 @@ impl AckLevel {
         match b {
             0 => Ok(AckLevel::Local),
             1 => Ok(AckLevel::Quorum),
+            2 => Ok(AckLevel::Leader),
             _ => Err(DecodeError::InvalidValue {
                 field: "ack_level",
-                reason: "must be 0 (local) or 1 (quorum)",
+                reason: "must be 0 (local), 1 (quorum) or 2 (leader)",
             }),
         }
     }
@@ -36,6 +42,7 @@ impl AckLevel {
         match self {
             AckLevel::Local => "local",
             AckLevel::Quorum => "quorum",
+            AckLevel::Leader => "leader",
         }
     }
 }

@@ -55,7 +55,11 @@ fn payload() -> impl Strategy<Value = Bytes> {
 }
 
 fn ack_level() -> impl Strategy<Value = AckLevel> {
-    prop_oneof![Just(AckLevel::Local), Just(AckLevel::Quorum)]
+    prop_oneof![
+        Just(AckLevel::Local),
+        Just(AckLevel::Quorum),
+        Just(AckLevel::Leader)
+    ]
 }
 
 fn error_code() -> impl Strategy<Value = ErrorCode> {
@@ -714,7 +718,7 @@ fn bad_enum_tags() {
     }
     .to_bytes()
     .to_vec();
-    p[LEN_PREFIX_BYTES + 1 + 8] = 2;
+    p[LEN_PREFIX_BYTES + 1 + 8] = 3;
     assert!(invalid("ack_level")(&decode_all(&p)));
 
     // Receipt.level

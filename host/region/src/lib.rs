@@ -47,7 +47,7 @@ pub use command::{Command, CommandError, NodeAddr, Response};
 pub use config::{RegionConfig, RegionConfigError};
 pub use error::RegionStoreError;
 pub use log_store::LogStore;
-pub use log_writer::LogClosed;
+pub use log_writer::{LogClosed, OnStored};
 pub use network::{serve, Connection, Network, RaftReply, RaftRpc, Transport, TransportError};
 pub use node::{NodeRegion, NodeRegionConfig, NodeRegionError, StoreMachine, StoreSnapshotBuilder};
 pub use router::Router;

@@ -13,15 +13,15 @@ use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
-use openraft::{LogId, OptionalSend, RaftLogReader, StorageError, Vote};
+use openraft::{EntryPayload, LogId, OptionalSend, RaftLogReader, StorageError, Vote};
 use redb::{Database, ReadableDatabase, ReadableTable};
 
 use crate::codec;
 use crate::error::{Doing, IntoRaft, RegionStoreError};
 use crate::limits::REPLICATION_BATCH_BYTES_MAX;
-use crate::log_writer::{LogClosed, WriteOp, Writer};
+use crate::log_writer::{LogClosed, OnStored, WriteOp, Writer};
 use crate::tables::*;
-use crate::{Entry, NodeId, TypeConfig};
+use crate::{Command, Entry, NodeId, TypeConfig};
 
 /// The Raft log half of a node's region storage. Cloning gives another handle on the same
 /// file (openraft's replication tasks read the log through clones).
@@ -29,6 +29,7 @@ use crate::{Entry, NodeId, TypeConfig};
 pub struct LogStore {
     db: Arc<Database>,
     writer: Writer,
+    on_stored: Option<OnStored>,
 }
 
 impl LogStore {
@@ -37,6 +38,16 @@ impl LogStore {
         LogStore {
             writer: Writer::inline(db.clone()),
             db,
+            on_stored: None,
+        }
+    }
+
+    /// After each write, `hook` hears which store entries it put on disk, by proposer and
+    /// proposal: how a leader answers publishes that asked only for its own fsync.
+    pub fn on_stored(self, hook: OnStored) -> LogStore {
+        LogStore {
+            on_stored: Some(hook),
+            ..self
         }
     }
 
@@ -49,6 +60,7 @@ impl LogStore {
             LogStore {
                 writer,
                 db: self.db,
+                on_stored: self.on_stored,
             },
             closed,
         ))
@@ -178,13 +190,32 @@ impl LogStore {
     ) -> Result<(), RegionStoreError> {
         let mut rows = Vec::with_capacity(entries.len());
         let mut held = Vec::with_capacity(entries.len());
+        let mut proposals = Vec::new();
         for e in entries {
+            if let EntryPayload::Normal(Command::Store {
+                proposer, proposal, ..
+            }) = &e.payload
+            {
+                proposals.push((*proposer, *proposal));
+            }
             let bytes = codec::encode_entry(&e)?;
             held.push((e, bytes.len()));
             rows.push((held[held.len() - 1].0.log_id.index, bytes));
         }
         let seq = self.writer.tail().push(held);
-        self.writer.submit(WriteOp::Append { rows, seq, flushed });
+        let stored = match &self.on_stored {
+            Some(hook) if !proposals.is_empty() => {
+                let hook = hook.clone();
+                Some(Box::new(move || hook(&proposals)) as Box<dyn FnOnce() + Send>)
+            }
+            _ => None,
+        };
+        self.writer.submit(WriteOp::Append {
+            rows,
+            seq,
+            flushed,
+            stored,
+        });
         Ok(())
     }
 }

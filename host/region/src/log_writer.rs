@@ -39,13 +39,19 @@ const BATCH_OPS_MAX: usize = 256;
 /// operation of its batch).
 pub(crate) type Done = oneshot::Sender<Result<(), String>>;
 
+/// Told, once entries are on disk, the `(proposer, proposal)` of each store entry among
+/// them (see [`crate::LogStore::on_stored`]).
+pub type OnStored = Arc<dyn Fn(&[(NodeId, u64)]) + Send + Sync>;
+
 /// One change to the log's file.
 pub(crate) enum WriteOp {
-    /// Encoded entries by index; `seq` is the tail's number for this append.
+    /// Encoded entries by index; `seq` is the tail's number for this append. `stored`
+    /// runs once they are on disk.
     Append {
         rows: Vec<(u64, Vec<u8>)>,
         seq: u64,
         flushed: Option<LogFlushed<TypeConfig>>,
+        stored: Option<Box<dyn FnOnce() + Send>>,
     },
     /// Remove entries at and after `index`.
     Truncate { index: u64, done: Done },
@@ -87,7 +93,12 @@ impl WriteOp {
 
     fn finish(self, result: &Result<(), String>) {
         match self {
-            WriteOp::Append { flushed, .. } => {
+            WriteOp::Append {
+                flushed, stored, ..
+            } => {
+                if let (Some(stored), Ok(())) = (stored, result) {
+                    stored();
+                }
                 if let Some(flushed) = flushed {
                     flushed.log_io_completed(result.clone().map_err(std::io::Error::other));
                 }

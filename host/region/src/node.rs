@@ -78,6 +78,8 @@ pub enum NodeRegionError {
     Quic(#[from] crate::quic::QuicError),
     #[error("region bootstrap: {0}")]
     Bootstrap(String),
+    #[error("the region stopped: {0}")]
+    Stopped(String),
 }
 
 /// A node's place in its region: the Raft handle and the region endpoint.
@@ -96,8 +98,9 @@ impl NodeRegion {
     /// attaches the region log to the store. The member with the lowest id initializes a
     /// region whose log is empty everywhere; the others wait to hear from it.
     pub async fn start(cfg: NodeRegionConfig, store: Store) -> Result<NodeRegion, NodeRegionError> {
+        let in_log = InLog::default();
         let (log, log_closed) = RegionStore::open(&cfg.log_path)
-            .and_then(|s| s.log.with_writer_thread())
+            .and_then(|s| s.log.on_stored(in_log.hook(cfg.id)).with_writer_thread())
             .map_err(crate::StartError::from)?;
         let transport = Arc::new(QuicTransport::bind(cfg.listen, &cfg.tls)?);
         let waiters = Waiters::default();
@@ -129,7 +132,7 @@ impl NodeRegion {
             cfg.raft.snapshot_log_bytes,
         ));
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(propose_loop(raft.clone(), cfg.id, waiters, rx));
+        tokio::spawn(propose_loop(raft.clone(), cfg.id, waiters, in_log, rx));
         store.attach_log(Arc::new(Proposer { tx }));
         let first = cfg.members.keys().next().copied();
         let initialized = raft
@@ -150,6 +153,35 @@ impl NodeRegion {
             snapshot_trigger,
             log_closed: Mutex::new(Some(log_closed)),
         })
+    }
+
+    /// The term this node leads, or `Err` with the leader's client address (when known)
+    /// while it does not lead. State a node keeps in memory only while it leads (consumer
+    /// groups) is good for the term it was loaded in.
+    pub fn leading_term(&self) -> Result<u64, Option<String>> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        match m.current_leader {
+            Some(leader) if leader == self.id => Ok(m.current_term),
+            Some(leader) => Err(m
+                .membership_config
+                .membership()
+                .get_node(&leader)
+                .map(|n| n.client_addr.clone())
+                .filter(|a| !a.is_empty())),
+            None => Err(None),
+        }
+    }
+
+    /// Starts an election in a new term with this node as candidate. A member whose log is
+    /// up to date wins it and takes leadership from the current leader (for example to move
+    /// leadership off a node before maintenance).
+    pub async fn campaign(&self) -> Result<(), NodeRegionError> {
+        self.raft
+            .trigger()
+            .elect()
+            .await
+            .map_err(|e| NodeRegionError::Stopped(e.to_string()))
     }
 
     /// Stops Raft and the region endpoint.
@@ -203,8 +235,37 @@ impl Waiters {
     }
 }
 
+/// Proposals whose publishers want to hear once the entry is in this node's log (the
+/// leader's fsync, before the commit), by proposal number.
+#[derive(Clone, Default)]
+struct InLog(Arc<Mutex<HashMap<u64, Vec<oneshot::Sender<()>>>>>);
+
+impl InLog {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Vec<oneshot::Sender<()>>>> {
+        // Never held across an await or a call that can panic.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What the log's writer calls once entries are on disk.
+    fn hook(&self, me: NodeId) -> crate::OnStored {
+        let waiting = self.clone();
+        Arc::new(move |stored: &[(NodeId, u64)]| {
+            let mut waiting = waiting.lock();
+            if waiting.is_empty() {
+                return;
+            }
+            for (_, proposal) in stored.iter().filter(|(p, _)| *p == me) {
+                for tx in waiting.remove(proposal).into_iter().flatten() {
+                    let _ = tx.send(());
+                }
+            }
+        })
+    }
+}
+
 struct Proposal {
     changes: Vec<Change>,
+    stored: Option<oneshot::Sender<()>>,
     reply: oneshot::Sender<Result<Vec<Outcome>, StoreError>>,
 }
 
@@ -214,9 +275,16 @@ struct Proposer {
 }
 
 impl ReplicatedLog for Proposer {
-    fn propose(&self, changes: Vec<Change>) -> LogFuture {
+    fn propose(&self, changes: Vec<Change>, stored: Option<oneshot::Sender<()>>) -> LogFuture {
         let (reply, rx) = oneshot::channel();
-        let sent = self.tx.send(Proposal { changes, reply }).is_ok();
+        let sent = self
+            .tx
+            .send(Proposal {
+                changes,
+                stored,
+                reply,
+            })
+            .is_ok();
         Box::pin(async move {
             if !sent {
                 return Err(StoreError::Closed);
@@ -240,6 +308,7 @@ async fn propose_loop(
     raft: Raft,
     me: NodeId,
     waiters: Waiters,
+    in_log: InLog,
     mut rx: mpsc::UnboundedReceiver<Proposal>,
 ) {
     // Proposal numbers start at a random point so that entries a restarted node replays
@@ -273,10 +342,12 @@ async fn propose_loop(
         let mut counts = Vec::with_capacity(batch.len());
         let mut replies = Vec::with_capacity(batch.len());
         let mut changes = Vec::new();
+        let mut stored = Vec::new();
         for p in batch {
             counts.push(p.changes.len());
             replies.push(p.reply);
             changes.extend(p.changes);
+            stored.extend(p.stored);
         }
         // The entry's clock never goes back on this node, whatever the wall clock does.
         clock_ms = clock_ms.max(tern_store::now_ms());
@@ -289,6 +360,9 @@ async fn propose_loop(
         next = next.wrapping_add(1);
         let (tx, applied) = oneshot::channel();
         waiters.lock().insert(proposal, tx);
+        if !stored.is_empty() {
+            in_log.lock().insert(proposal, stored);
+        }
         let cmd = Command::Store {
             proposer: me,
             proposal,
@@ -297,6 +371,7 @@ async fn propose_loop(
         let answer = Answer {
             started: std::time::Instant::now(),
             waiters: waiters.clone(),
+            in_log: in_log.clone(),
             proposal,
             counts,
             replies,
@@ -340,6 +415,7 @@ fn unavailable(why: &str) -> StoreError {
 struct Answer {
     started: std::time::Instant,
     waiters: Waiters,
+    in_log: InLog,
     proposal: u64,
     counts: Vec<usize>,
     replies: Vec<oneshot::Sender<Result<Vec<Outcome>, StoreError>>>,
@@ -347,6 +423,8 @@ struct Answer {
 
 impl Answer {
     fn split(self, outcomes: Vec<Outcome>) {
+        // Committed, so also in this node's log (normally heard of already).
+        self.in_log.lock().remove(&self.proposal);
         tracing::trace!(
             proposals = self.replies.len(),
             us = self.started.elapsed().as_micros() as u64,
@@ -360,6 +438,7 @@ impl Answer {
 
     fn fail(self, e: StoreError) {
         self.waiters.lock().remove(&self.proposal);
+        self.in_log.lock().remove(&self.proposal);
         for reply in self.replies {
             let _ = reply.send(Err(e.duplicate()));
         }

@@ -20,7 +20,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use redb::{Database, ReadableDatabase, ReadableTable};
-use tern_proto::{PubMessage, Receipt, StartPosition, StreamConfig, StreamInfo};
+use tern_proto::{AckLevel, PubMessage, Receipt, StartPosition, StreamConfig, StreamInfo};
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use backend::FaultSwitch;
@@ -125,7 +125,9 @@ pub type LogFuture = Pin<Box<dyn Future<Output = Result<Vec<Outcome>, StoreError
 pub trait ReplicatedLog: Send + Sync + 'static {
     /// Proposes `changes` as one entry. Resolves once the entry is committed and applied
     /// on this node, with one outcome per change; or with `NotLeader` / `Unavailable`.
-    fn propose(&self, changes: Vec<Change>) -> LogFuture;
+    /// `stored`, when given, hears once the entry is durable in this node's own log, which
+    /// is before the region commits it; it is dropped unsent when that never happens.
+    fn propose(&self, changes: Vec<Change>, stored: Option<oneshot::Sender<()>>) -> LogFuture;
 }
 
 /// A read-only view of the whole store at one commit (see [`Store::snapshot`]).
@@ -261,24 +263,55 @@ impl Store {
     /// Queue messages for the writer and return at once (after waiting only for queue
     /// space); the receiver yields the results once the commit is durable. Requests
     /// submitted in order are committed in order.
+    ///
+    /// With a region log attached and `level` [`AckLevel::Leader`], the results come as
+    /// soon as the entry is durable in this node's log, if that is before the commit:
+    /// receipts at level `Leader` without a position (`seq` 0, `duplicate` false), since
+    /// positions and duplicates are decided when the region commits. Messages that no
+    /// stream takes are answered at the commit, with the error.
     pub async fn submit_append(
         &self,
         msgs: Vec<PubMessage>,
+        level: AckLevel,
     ) -> Result<oneshot::Receiver<Vec<Result<Receipt, StoreError>>>, StoreError> {
         let msgs = self.prepare(msgs);
         let (reply, rx) = oneshot::channel();
         if let Some(log) = self.log.get() {
+            let early = match level {
+                AckLevel::Leader => self.leader_receipts(&msgs),
+                AckLevel::Local | AckLevel::Quorum => None,
+            };
+            let (stored, stored_rx) = match early {
+                Some(_) => {
+                    let (tx, rx) = oneshot::channel();
+                    (Some(tx), Some(rx))
+                }
+                None => (None, None),
+            };
             // The log orders proposals as they are made, here, before this returns.
             let n = msgs.len();
-            let proposed = log.propose(vec![Change::Append(msgs)]);
+            let proposed = log.propose(vec![Change::Append(msgs)], stored);
             tokio::spawn(async move {
-                let out = match proposed
-                    .await
-                    .and_then(take_one)
-                    .and_then(Outcome::into_append)
-                {
-                    Ok(v) => v,
-                    Err(e) => (0..n).map(|_| Err(e.duplicate())).collect(),
+                let committed = async move {
+                    match proposed
+                        .await
+                        .and_then(take_one)
+                        .and_then(Outcome::into_append)
+                    {
+                        Ok(v) => v,
+                        Err(e) => (0..n).map(|_| Err(e.duplicate())).collect(),
+                    }
+                };
+                let out = match (early, stored_rx) {
+                    (Some(early), Some(stored_rx)) => {
+                        tokio::pin!(committed);
+                        tokio::select! {
+                            biased;
+                            out = &mut committed => out,
+                            Ok(()) = stored_rx => early.into_iter().map(Ok).collect(),
+                        }
+                    }
+                    _ => committed.await,
                 };
                 let _ = reply.send(out);
             });
@@ -289,6 +322,21 @@ impl Store {
             .await
             .map_err(|_| StoreError::Closed)?;
         Ok(rx)
+    }
+
+    /// Receipts for a leader-level ack of `msgs`, when a stream takes every one of them.
+    fn leader_receipts(&self, msgs: &[Prepared]) -> Option<Vec<Receipt>> {
+        msgs.iter()
+            .map(|m| {
+                Some(Receipt {
+                    id: m.id.clone(),
+                    stream: self.stream_for_subject(&m.subject)?,
+                    seq: 0,
+                    duplicate: false,
+                    level: AckLevel::Leader,
+                })
+            })
+            .collect()
     }
 
     /// Create a stream; creating an identical one again returns it unchanged.
@@ -651,7 +699,7 @@ pub(crate) fn load(db: &Database) -> Result<BTreeMap<String, StreamRecord>, Stor
 
 /// Proposes one change and returns its outcome.
 async fn replicate(log: &Arc<dyn ReplicatedLog>, c: Change) -> Result<Outcome, StoreError> {
-    take_one(log.propose(vec![c]).await?)
+    take_one(log.propose(vec![c], None).await?)
 }
 
 fn take_one(mut outcomes: Vec<Outcome>) -> Result<Outcome, StoreError> {

@@ -10,9 +10,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 use clap::{Args, Subcommand};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
-use tern_client::{AckLevel, Client, PubMessage, StartPosition, StreamConfig, SubscribeOptions};
+use tern_client::{Client, PubMessage, StartPosition, StreamConfig, SubscribeOptions};
 
-use super::common::ClientArgs;
+use super::common::{Ack, ClientArgs};
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCmd {
@@ -56,6 +56,9 @@ pub struct BenchArgs {
     /// Consume as a consumer group with acks instead of an ephemeral subscription.
     #[arg(long)]
     group: Option<String>,
+    /// Durability each publish waits for.
+    #[arg(long, value_enum, default_value = "local")]
+    ack: Ack,
     #[command(flatten)]
     client: ClientArgs,
 }
@@ -230,7 +233,7 @@ fn report(what: &str, a: &BenchArgs, s: &Shared, elapsed: Duration) {
         let v = serde_json::json!({
             "what": what, "messages": n, "seconds": secs, "msgs_per_sec": rate, "mib_per_sec": mbps,
             "size": a.size, "producers": a.producers, "consumers": a.consumers,
-            "window": a.window, "batch": a.batch, "rate": a.rate,
+            "window": a.window, "batch": a.batch, "rate": a.rate, "ack": a.ack.level().name(),
             "latency_ms": { "p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "p999": q(0.999), "max": h.max() as f64 / 1000.0 },
         });
         println!("{v}");
@@ -294,7 +297,7 @@ async fn produce(
             pace(sent).await;
             let msgs: Vec<_> = (0..n).map(msg).collect();
             let t = Instant::now();
-            let results = client.publish_batch(msgs, AckLevel::Local).await?;
+            let results = client.publish_batch(msgs, a.ack.level()).await?;
             let us = t.elapsed().as_micros() as u64;
             for r in &results {
                 if let Err(e) = r {
@@ -334,7 +337,7 @@ async fn produce(
         while keep_going(sent, share, deadline) {
             pace(sent).await;
             let t = Instant::now();
-            let ack = client.submit(msg(sent), AckLevel::Local).await?;
+            let ack = client.submit(msg(sent), a.ack.level()).await?;
             if tx.send((t, ack)).await.is_err() {
                 break; // the collector failed; its error is reported below
             }

@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use clap::Args;
-use tern_client::{Client, ClientConfig};
+use clap::{Args, ValueEnum};
+use tern_client::{AckLevel, Client, ClientConfig};
 
 #[derive(Args, Debug, Clone)]
 pub struct ClientArgs {
@@ -63,6 +63,27 @@ impl ClientArgs {
 }
 
 /// Parse a duration such as `30s`, `15m`, `24h`, `7d` into milliseconds.
+/// Durability a publish waits for (`--ack`).
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Ack {
+    /// Durable on the node that stored it (in a region: committed by the region).
+    Local,
+    /// Committed on a majority of the region.
+    Quorum,
+    /// In a region: in the leader's log only, before the commit; no position yet.
+    Leader,
+}
+
+impl Ack {
+    pub fn level(self) -> AckLevel {
+        match self {
+            Ack::Local => AckLevel::Local,
+            Ack::Quorum => AckLevel::Quorum,
+            Ack::Leader => AckLevel::Leader,
+        }
+    }
+}
+
 pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
     humantime::parse_duration(s)
         .map(|d| d.as_millis() as u64)

@@ -6,15 +6,9 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
 use serde::Deserialize;
-use tern_client::{AckLevel, PubMessage, Receipt};
+use tern_client::{PubMessage, Receipt};
 
-use super::common::{parse_header, ClientArgs};
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum Ack {
-    Local,
-    Quorum,
-}
+use super::common::{parse_header, Ack, ClientArgs};
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
 pub enum LineFormat {
@@ -83,10 +77,7 @@ fn print_receipt(r: &Receipt, json: bool, out: &mut impl Write) -> std::io::Resu
 
 pub async fn run(a: PubArgs) -> anyhow::Result<()> {
     let client = a.client.connect().await?;
-    let level = match a.ack {
-        Ack::Local => AckLevel::Local,
-        Ack::Quorum => AckLevel::Quorum,
-    };
+    let level = a.ack.level();
     let json = a.client.json;
     if !a.stdin {
         let payload = match (&a.data, &a.file) {
