@@ -298,21 +298,17 @@ async fn reload_plugins_when_leading(ctx: Arc<Ctx>) {
     let Some(region) = ctx.region.clone() else {
         return;
     };
-    let mut metrics = region.raft.metrics();
+    // Server metrics change with leadership and membership only, not with every entry.
+    let mut server = region.raft.server_metrics();
     let mut leading = false;
     loop {
         tokio::select! {
             _ = ctx.shutdown.cancelled() => return,
-            changed = metrics.changed() => if changed.is_err() { return },
+            changed = server.changed() => if changed.is_err() { return },
         }
-        let (now_leading, last_log) = {
-            let m = metrics.borrow();
-            (
-                m.current_leader == Some(region.id),
-                m.last_log_index.unwrap_or(0),
-            )
-        };
+        let now_leading = server.borrow().current_leader == Some(region.id);
         if now_leading && !leading {
+            let last_log = region.raft.metrics().borrow().last_log_index.unwrap_or(0);
             let applied = region
                 .raft
                 .wait(Some(Duration::from_secs(10)))

@@ -140,6 +140,7 @@ fn purge(txn: &WriteTransaction, log_id: &LogId<NodeId>) -> Result<(), RegionSto
 /// write), then answers each operation and marks the tail's appends as on disk.
 fn write_batch(db: &Database, tail: &Mutex<Tail>, batch: Vec<WriteOp>) {
     let durable = batch.iter().any(WriteOp::durable);
+    let (started, ops) = (std::time::Instant::now(), batch.len());
     let written = (|| -> Result<(), RegionStoreError> {
         let mut txn = db.begin_write()?;
         if !durable {
@@ -152,6 +153,12 @@ fn write_batch(db: &Database, tail: &Mutex<Tail>, batch: Vec<WriteOp>) {
         Ok(())
     })();
     let result = written.map_err(|e| e.to_string());
+    tracing::trace!(
+        ops,
+        durable,
+        us = started.elapsed().as_micros() as u64,
+        "log written"
+    );
     if result.is_ok() {
         let seq = batch
             .iter()

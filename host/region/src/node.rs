@@ -159,10 +159,10 @@ impl NodeRegion {
     /// while it does not lead. State a node keeps in memory only while it leads (consumer
     /// groups) is good for the term it was loaded in.
     pub fn leading_term(&self) -> Result<u64, Option<String>> {
-        let metrics = self.raft.metrics();
+        let metrics = self.raft.server_metrics();
         let m = metrics.borrow();
         match m.current_leader {
-            Some(leader) if leader == self.id => Ok(m.current_term),
+            Some(leader) if leader == self.id => Ok(m.vote.leader_id().get_term()),
             Some(leader) => Err(m
                 .membership_config
                 .membership()
@@ -264,6 +264,8 @@ impl InLog {
 }
 
 struct Proposal {
+    /// When the store made it: the wait for an entry slot shows in traces.
+    made: std::time::Instant,
     changes: Vec<Change>,
     stored: Option<oneshot::Sender<()>>,
     reply: oneshot::Sender<Result<Vec<Outcome>, StoreError>>,
@@ -280,6 +282,7 @@ impl ReplicatedLog for Proposer {
         let sent = self
             .tx
             .send(Proposal {
+                made: std::time::Instant::now(),
                 changes,
                 stored,
                 reply,
@@ -343,6 +346,7 @@ async fn propose_loop(
         let mut replies = Vec::with_capacity(batch.len());
         let mut changes = Vec::new();
         let mut stored = Vec::new();
+        let first_made = batch[0].made;
         for p in batch {
             counts.push(p.changes.len());
             replies.push(p.reply);
@@ -370,6 +374,7 @@ async fn propose_loop(
         };
         let answer = Answer {
             started: std::time::Instant::now(),
+            first_made,
             waiters: waiters.clone(),
             in_log: in_log.clone(),
             proposal,
@@ -414,6 +419,8 @@ fn unavailable(why: &str) -> StoreError {
 /// The requests one entry carries, waiting for its outcomes.
 struct Answer {
     started: std::time::Instant,
+    /// When the oldest of its proposals was made.
+    first_made: std::time::Instant,
     waiters: Waiters,
     in_log: InLog,
     proposal: u64,
@@ -428,6 +435,7 @@ impl Answer {
         tracing::trace!(
             proposals = self.replies.len(),
             us = self.started.elapsed().as_micros() as u64,
+            since_made_us = self.first_made.elapsed().as_micros() as u64,
             "entry answered"
         );
         let mut it = outcomes.into_iter().map(quorum);

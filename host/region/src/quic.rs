@@ -299,6 +299,14 @@ impl QuicTransport {
     }
 }
 
+/// Entries an append-entries request carries (0 for other requests), for traces.
+fn entry_count(rpc: &RaftRpc) -> usize {
+    match rpc {
+        RaftRpc::AppendEntries(a) => a.entries.len(),
+        _ => 0,
+    }
+}
+
 /// `host:port` to a socket address and the TLS server name (the host).
 async fn resolve(quic_addr: &str) -> Option<(SocketAddr, String)> {
     let (host, _) = quic_addr.rsplit_once(':')?;
@@ -323,7 +331,16 @@ async fn serve_connection(conn: quinn::Connection, raft: Raft, partition: Option
                     let _ = send.reset(RESET_PARTITIONED.into());
                     return;
                 }
-                Ok(rpc) => serve(&raft, rpc).await,
+                Ok(rpc) => {
+                    let (started, entries) = (std::time::Instant::now(), entry_count(&rpc));
+                    let reply = serve(&raft, rpc).await;
+                    tracing::trace!(
+                        entries,
+                        us = started.elapsed().as_micros() as u64,
+                        "rpc served"
+                    );
+                    reply
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "malformed region request");
                     let _ = send.reset(RESET_MALFORMED.into());
@@ -357,6 +374,7 @@ impl Transport for QuicTransport {
             peer: to,
             reason: e.to_string(),
         })?;
+        let (started, entries) = (std::time::Instant::now(), entry_count(&rpc));
         let conn = self.connection(to, addr).await?;
         let lost = |_| TransportError::Lost(to);
         let (mut send, mut recv) = conn.open_bi().await.map_err(|_| {
@@ -372,6 +390,13 @@ impl Transport for QuicTransport {
             .await
             .map_err(|_| TransportError::Lost(to))?;
         call.answered();
+        tracing::trace!(
+            to,
+            entries,
+            bytes = request.len(),
+            us = started.elapsed().as_micros() as u64,
+            "rpc answered"
+        );
         wire::decode_reply(&reply).map_err(|e| TransportError::Codec {
             peer: to,
             reason: e.to_string(),
