@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Quorum publish in a 3-node region against a node on its own, in the same run, on
-# loopback; then latency at a steady 5,000 msg/s in the region.
+# loopback (and the region at ack level leader); then latency at a steady 5,000 msg/s in
+# the region.
 # Usage: tests/bench/region-bench.sh target/release/tern [rounds]
 # REGION_CONFIG=FILE adds `--config FILE` to the region's nodes (e.g. snapshot settings).
 set -u
@@ -39,9 +40,12 @@ for r in $(seq 1 "$ROUNDS"); do
   echo "# round $r"
   workloads "single node" $S
   workloads "region of 3 (quorum)" $R
+  workloads "region of 3 (ack level leader)" $R --ack leader
 done
 echo "## region of 3: steady 5,000 msg/s for 20 s"
 $T bench pub $R --rate 5000 --duration 20 2>&1 | tail -2
+echo "## region of 3, ack level leader: steady 5,000 msg/s for 20 s"
+$T bench pub $R --rate 5000 --duration 20 --ack leader 2>&1 | tail -2
 echo "## single node: steady 5,000 msg/s for 20 s"
 $T bench pub $S --rate 5000 --duration 20 2>&1 | tail -2
 $T region status $R
