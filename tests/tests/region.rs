@@ -284,6 +284,9 @@ async fn a_wiped_member_catches_up_from_a_snapshot_once_the_log_is_purged() {
         c.cluster.snapshot_keep_entries = 5;
     })
     .await;
+    if region.leader().await == 0 {
+        move_leadership_to(&region, 1).await;
+    }
     let leader = region.leader().await;
     let client = region.client(&[0, 1, 2]).await;
     create_stream(&client).await;
@@ -311,9 +314,9 @@ async fn a_wiped_member_catches_up_from_a_snapshot_once_the_log_is_purged() {
     let purged = status.purged_index.unwrap();
     assert!(status.snapshot_index.unwrap() >= purged, "{status:?}");
 
-    // A follower other than node 1 (which would initialize a new region when its log is
-    // empty) loses everything and restarts on the same addresses.
-    let wiped = (0..3).find(|&i| i != leader && i != 0).unwrap();
+    // Node 1 (the member that initializes a new region) loses everything and restarts on
+    // the same addresses: it must rejoin the region, not start another.
+    let wiped = 0;
     let node = region.nodes[wiped].take().unwrap();
     let config = node.config.clone();
     node.stop().await;
