@@ -123,6 +123,14 @@ async fn stream_on(node: &TestNode, n: u64) -> Vec<(u64, String, u64, u64)> {
     got.unwrap_or_else(|| read(node))
 }
 
+/// Publishes orders 0..n in one batch at quorum.
+async fn publish_orders(client: &Client, n: usize) {
+    let batch: Vec<PubMessage> = (0..n).map(msg).collect();
+    for r in client.publish_batch(batch, AckLevel::Quorum).await.unwrap() {
+        r.unwrap();
+    }
+}
+
 async fn create_stream(client: &Client) {
     client
         .create_stream(StreamConfig {
@@ -210,10 +218,7 @@ async fn a_consumer_group_continues_on_the_new_leader_where_it_was() {
     let leader = region.leader().await;
     let client = region.client(&[0, 1, 2]).await;
     create_stream(&client).await;
-    let batch: Vec<PubMessage> = (0..50).map(msg).collect();
-    for r in client.publish_batch(batch, AckLevel::Quorum).await.unwrap() {
-        r.unwrap();
-    }
+    publish_orders(&client, 50).await;
     let mut sub = client
         .subscribe(SubscribeOptions::new("orders.>").group("billing"))
         .await
@@ -428,10 +433,7 @@ async fn a_group_goes_on_from_its_replicated_cursor_when_leadership_comes_back()
     let first = region.leader().await;
     let client = region.client(&[0, 1, 2]).await;
     create_stream(&client).await;
-    let batch: Vec<PubMessage> = (0..40).map(msg).collect();
-    for r in client.publish_batch(batch, AckLevel::Quorum).await.unwrap() {
-        r.unwrap();
-    }
+    publish_orders(&client, 40).await;
     consume_and_ack(&client, 1..=10).await;
     cursors_agree(&region, 11).await;
 
