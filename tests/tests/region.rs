@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tern_client::{
-    AckLevel, Client, ClientConfig, PubMessage, StartPosition, StreamConfig, SubscribeOptions,
+    AckLevel, Client, ClientConfig, ClientError, ErrorCode, PubMessage, StartPosition,
+    StreamConfig, SubscribeOptions,
 };
 use tern_tests::{eventually, free_loopback_addr, next_delivery, TestNode};
 
@@ -453,10 +454,16 @@ async fn a_group_goes_on_from_its_replicated_cursor_when_leadership_comes_back()
 
 /// Ack level `leader` is answered once the leader's own log has the entry, before a
 /// majority does: with both followers stopped the leader still answers it (that message is
-/// what the level risks losing), while a quorum publish gets no ack.
+/// what the level risks losing), while a quorum publish gets no ack. Once no majority has
+/// acknowledged the leader for an election timeout, it refuses writes with `not_leader`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ack_level_leader_is_answered_before_a_majority_has_the_message() {
-    let mut region = Region::start().await;
+    // A long election timeout: the leader keeps leading alone for a while after the stop.
+    let mut region = Region::start_with(|c| {
+        c.cluster.election_timeout_ms_min = 3_000;
+        c.cluster.election_timeout_ms_max = 6_000;
+    })
+    .await;
     let leader = region.leader().await;
     let mut config = ClientConfig::new(
         vec![region.servers[leader].clone()],
@@ -466,8 +473,17 @@ async fn ack_level_leader_is_answered_before_a_majority_has_the_message() {
     config.request_timeout_ms = 1_000;
     let client = Client::connect(config).await.unwrap();
     create_stream(&client).await;
-    for i in (0..3).filter(|&i| i != leader) {
-        region.nodes[i].take().unwrap().stop().await;
+    let followers: Vec<TestNode> = (0..3)
+        .filter(|&i| i != leader)
+        .map(|i| region.nodes[i].take().unwrap())
+        .collect();
+    let stopped = std::time::Instant::now();
+    let mut stops = Vec::new();
+    for f in followers {
+        stops.push(tokio::spawn(f.stop()));
+    }
+    for s in stops {
+        s.await.unwrap();
     }
     let r = client.publish(msg(1), AckLevel::Leader).await.unwrap();
     assert_eq!(
@@ -478,10 +494,20 @@ async fn ack_level_leader_is_answered_before_a_majority_has_the_message() {
             r.duplicate,
             r.level
         ),
-        ("order-1", "orders", 0, false, AckLevel::Leader)
+        ("order-1", "orders", 0, false, AckLevel::Leader),
+        "answered {} ms after the stop",
+        stopped.elapsed().as_millis()
     );
     let quorum = client.publish(msg(2), AckLevel::Quorum).await;
     assert!(quorum.is_err(), "{quorum:?}");
+    let refused = eventually(100, Duration::from_millis(100), || async {
+        match client.publish(msg(3), AckLevel::Leader).await {
+            Err(ClientError::Server(e)) if e.code == ErrorCode::NotLeader => Some(()),
+            _ => None,
+        }
+    })
+    .await;
+    assert!(refused.is_some(), "the leader kept taking writes alone");
     client.close().await;
     for n in region.nodes.into_iter().flatten() {
         n.stop().await;

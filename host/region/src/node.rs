@@ -52,6 +52,10 @@ const ENTRY_BYTES_MAX: usize = 512 * 1024;
 /// one round trip for all of them, instead of one each (group commit).
 const ENTRIES_IN_FLIGHT_MAX: usize = 4;
 
+/// How often a proposal waiting for an entry slot checks the leader's contact with its
+/// majority (see [`Contact`]).
+const CONTACT_CHECK_MS: u64 = 100;
+
 /// How a node joins its region.
 pub struct NodeRegionConfig {
     pub id: NodeId,
@@ -86,6 +90,8 @@ pub enum NodeRegionError {
 pub struct NodeRegion {
     pub raft: Raft,
     pub id: NodeId,
+    /// How long a leader may go without a majority acknowledging it (see [`Contact`]).
+    contact: Contact,
     transport: Arc<QuicTransport>,
     serve: tokio::task::JoinHandle<()>,
     snapshot_trigger: tokio::task::JoinHandle<()>,
@@ -131,8 +137,12 @@ impl NodeRegion {
             snapshots,
             cfg.raft.snapshot_log_bytes,
         ));
+        let contact = Contact {
+            me: cfg.id,
+            within_ms: cfg.raft.election_timeout_ms_max,
+        };
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(propose_loop(raft.clone(), cfg.id, waiters, in_log, rx));
+        tokio::spawn(propose_loop(raft.clone(), contact, waiters, in_log, rx));
         store.attach_log(Arc::new(Proposer { tx }));
         let first = cfg.members.keys().next().copied();
         let initialized = raft
@@ -148,6 +158,7 @@ impl NodeRegion {
         Ok(NodeRegion {
             raft,
             id: cfg.id,
+            contact,
             transport,
             serve,
             snapshot_trigger,
@@ -159,10 +170,11 @@ impl NodeRegion {
     /// while it does not lead. State a node keeps in memory only while it leads (consumer
     /// groups) is good for the term it was loaded in.
     pub fn leading_term(&self) -> Result<u64, Option<String>> {
-        let metrics = self.raft.server_metrics();
+        let metrics = self.raft.metrics();
         let m = metrics.borrow();
         match m.current_leader {
-            Some(leader) if leader == self.id => Ok(m.vote.leader_id().get_term()),
+            Some(leader) if leader == self.id && self.contact.lost(&m) => Err(None),
+            Some(leader) if leader == self.id => Ok(m.current_term),
             Some(leader) => Err(m
                 .membership_config
                 .membership()
@@ -221,6 +233,28 @@ async fn snapshot_when_due(raft: Raft, snapshots: Snapshots, log_bytes: u64) {
         if snapshots.due(log_bytes) && raft.trigger().snapshot().await.is_err() {
             return; // Raft has stopped.
         }
+    }
+}
+
+/// A leader that no majority has acknowledged for an election timeout has most likely
+/// been replaced by a leader the majority elected, and cannot commit anything meanwhile.
+/// It refuses new proposals with `NotLeader` (without an address) instead of holding them
+/// until it hears of the new term: clients move to another member at once, and what it
+/// answers at ack level `leader` stays within that time. Refusing is always safe: nothing
+/// refused was proposed.
+#[derive(Clone, Copy)]
+struct Contact {
+    me: NodeId,
+    within_ms: u64,
+}
+
+impl Contact {
+    /// Whether `m` shows this node leading without a majority's acknowledgement for longer
+    /// than allowed. openraft refreshes the figure at every tick of its core.
+    fn lost(&self, m: &openraft::RaftMetrics<NodeId, NodeAddr>) -> bool {
+        m.current_leader == Some(self.me)
+            && m.millis_since_quorum_ack
+                .is_some_and(|ms| ms > self.within_ms)
     }
 }
 
@@ -309,7 +343,7 @@ fn weight(c: &Change) -> (usize, usize) {
 /// node for many requests) and hands each entry to Raft in queue order.
 async fn propose_loop(
     raft: Raft,
-    me: NodeId,
+    contact: Contact,
     waiters: Waiters,
     in_log: InLog,
     mut rx: mpsc::UnboundedReceiver<Proposal>,
@@ -320,11 +354,26 @@ async fn propose_loop(
     let mut clock_ms = 0u64;
     let slots = Arc::new(tokio::sync::Semaphore::new(ENTRIES_IN_FLIGHT_MAX));
     loop {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
-        };
         let Some(first) = rx.recv().await else {
             return;
+        };
+        // Entries in flight that cannot commit hold every slot of a leader out of contact
+        // with its majority: what waits for a slot is refused once that is known.
+        let slot = loop {
+            if contact.lost(&raft.metrics().borrow()) {
+                break None;
+            }
+            tokio::select! {
+                s = slots.clone().acquire_owned() => match s {
+                    Ok(s) => break Some(s),
+                    Err(_) => return,
+                },
+                _ = tokio::time::sleep(std::time::Duration::from_millis(CONTACT_CHECK_MS)) => {}
+            }
+        };
+        let Some(slot) = slot else {
+            let _ = first.reply.send(Err(StoreError::NotLeader(None)));
+            continue;
         };
         let mut batch = vec![first];
         let (mut msgs, mut bytes) = (0, 0);
@@ -368,7 +417,7 @@ async fn propose_loop(
             in_log.lock().insert(proposal, stored);
         }
         let cmd = Command::Store {
-            proposer: me,
+            proposer: contact.me,
             proposal,
             entry: entry.into(),
         };
@@ -383,6 +432,11 @@ async fn propose_loop(
         };
         if let Err(e) = cmd.check() {
             answer.fail(StoreError::InvalidConfig(format!("log entry: {e}")));
+            continue;
+        }
+        if contact.lost(&raft.metrics().borrow()) {
+            tracing::debug!("no majority heard from within the election timeout: refusing");
+            answer.fail(StoreError::NotLeader(None));
             continue;
         }
         match raft.client_write_ff(cmd).await {
