@@ -63,6 +63,13 @@ impl Region {
         }
     }
 
+    /// Stops every running member.
+    async fn stop(self) {
+        for n in self.nodes.into_iter().flatten() {
+            n.stop().await;
+        }
+    }
+
     fn node(&self, i: usize) -> &TestNode {
         self.nodes[i].as_ref().expect("node is running")
     }
@@ -207,9 +214,7 @@ async fn writes_reach_every_member_and_followers_send_clients_to_the_leader() {
         .unwrap();
     let first = next_delivery(&mut sub, WAIT).await;
     assert_eq!(first.id, "order-0");
-    for n in region.nodes.into_iter().flatten() {
-        n.stop().await;
-    }
+    region.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -274,9 +279,7 @@ async fn a_consumer_group_continues_on_the_new_leader_where_it_was() {
     let r = client.publish(msg(1000), AckLevel::Quorum).await.unwrap();
     assert_eq!((r.seq, r.level), (51, AckLevel::Quorum));
     sub.close().await;
-    for n in region.nodes.into_iter().flatten() {
-        n.stop().await;
-    }
+    region.stop().await;
 }
 
 /// With snapshots every 2 KiB of log the leader's log no longer starts at the beginning, so a
@@ -374,9 +377,7 @@ async fn a_wiped_member_catches_up_from_a_snapshot_once_the_log_is_purged() {
     let on_leader = stream_on(region.node(leader), 121).await;
     assert_eq!(stream_on(region.node(wiped), 121).await, on_leader);
     client.close().await;
-    for n in region.nodes.into_iter().flatten() {
-        n.stop().await;
-    }
+    region.stop().await;
 }
 
 /// The stored cursor of group "billing" when every member agrees on `want`.
@@ -447,9 +448,7 @@ async fn a_group_goes_on_from_its_replicated_cursor_when_leadership_comes_back()
     consume_and_ack(&client, 21..=25).await;
     cursors_agree(&region, 26).await;
     client.close().await;
-    for n in region.nodes.into_iter().flatten() {
-        n.stop().await;
-    }
+    region.stop().await;
 }
 
 /// Ack level `leader` is answered once the leader's own log has the entry, before a
@@ -509,7 +508,5 @@ async fn ack_level_leader_is_answered_before_a_majority_has_the_message() {
     .await;
     assert!(refused.is_some(), "the leader kept taking writes alone");
     client.close().await;
-    for n in region.nodes.into_iter().flatten() {
-        n.stop().await;
-    }
+    region.stop().await;
 }
