@@ -330,9 +330,9 @@ enum Flow {
     Stop(StoreError),
 }
 
-/// Apply a control frame. Acks already
-/// received behind it are taken too and stored in one commit: each commit is an fsync, and
-/// a subscriber acking message by message would otherwise pay one per ack frame.
+/// Apply a control frame. Acks already received behind it are taken too and stored in one
+/// commit: each commit is an fsync, and a subscriber acking message by message would
+/// otherwise pay one per ack frame.
 async fn apply(
     ctl: Control,
     reader: &mut FrameReader,
