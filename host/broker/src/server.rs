@@ -54,17 +54,6 @@ pub(crate) struct Ctx {
     pub tasks: TaskTracker,
 }
 
-impl Ctx {
-    /// The region term this node leads (0 for a node on its own), or `NotLeader` naming
-    /// the leader's client address.
-    pub(crate) fn leading_term(&self) -> Result<u64, tern_store::StoreError> {
-        match &self.region {
-            None => Ok(0),
-            Some(r) => r.leading_term().map_err(tern_store::StoreError::NotLeader),
-        }
-    }
-}
-
 /// A running node.
 pub struct Node {
     addr: SocketAddr,
@@ -271,23 +260,20 @@ async fn join_region(config: &Config, store: &Store) -> Result<tern_region::Node
 }
 
 impl Ctx {
+    /// The region term this node leads (0 for a node on its own), or `NotLeader` naming
+    /// the leader's client address.
+    pub(crate) fn leading_term(&self) -> Result<u64, tern_store::StoreError> {
+        match &self.region {
+            None => Ok(0),
+            Some(r) => r.leading_term().map_err(tern_store::StoreError::NotLeader),
+        }
+    }
+
     /// In a region, a change only the leader may make is refused elsewhere, before it
     /// touches anything, with the leader's client address.
     pub(crate) fn refuse_unless_leader(&self) -> Option<tern_proto::ErrorBody> {
-        let region = self.region.as_ref()?;
-        let m = region.raft.metrics().borrow().clone();
-        if m.current_leader == Some(region.id) {
-            return None;
-        }
-        let leader = m
-            .current_leader
-            .and_then(|l| m.membership_config.membership().get_node(&l).cloned())
-            .map(|n| n.client_addr)
-            .unwrap_or_default();
-        Some(tern_proto::ErrorBody {
-            code: tern_proto::ErrorCode::NotLeader,
-            message: leader,
-        })
+        let refused = self.leading_term().err()?;
+        Some(crate::session::store_error(&refused))
     }
 }
 

@@ -529,14 +529,14 @@ mod tests {
         let (file1, file2) = (dir.path().join("cut1"), dir.path().join("cut2"));
         let t1 = QuicTransport::bind_with(
             "127.0.0.1:0".parse().expect("addr"),
-            &tls.clone(),
+            &tls,
             Some(Arc::new(Partition::new(file1.clone()))),
         )
         .expect("bind 1");
         let t2 = Arc::new(
             QuicTransport::bind_with(
                 "127.0.0.1:0".parse().expect("addr"),
-                &tls.clone(),
+                &tls,
                 Some(Arc::new(Partition::new(file2.clone()))),
             )
             .expect("bind 2"),
@@ -611,11 +611,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let tls = tls();
         let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
-        let t1 = QuicTransport::bind_with(any, &tls.clone(), None).expect("bind 1");
+        let t1 = QuicTransport::bind_with(any, &tls, None).expect("bind 1");
         let config = RegionConfig::default().to_openraft().expect("config");
         let mut peers = Vec::new();
         for id in [2u64, 3] {
-            let t = Arc::new(QuicTransport::bind_with(any, &tls.clone(), None).expect("bind"));
+            let t = Arc::new(QuicTransport::bind_with(any, &tls, None).expect("bind"));
             let store = RegionStore::open(dir.path().join(format!("n{id}.redb"))).expect("store");
             let (raft, _) = start_on(id, config.clone(), store, t.clone())
                 .await
