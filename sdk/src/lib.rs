@@ -33,23 +33,27 @@ pub use tern_sdk_macros::{dedup_key, residency, resolve, route};
 mod bindings {
     wit_bindgen::generate!({
         path: "../wit",
-        world: "tern:plugin/base@0.1.0",
+        world: "tern:plugin/base@0.2.0",
         generate_unused_types: true,
         additional_derives: [PartialEq],
     });
 }
 
-/// The WIT types shared by the hooks (`tern:plugin/types@0.1.0`), with helpers.
+/// The WIT types shared by the hooks (`tern:plugin/types@0.2.0`), with helpers.
 pub mod types {
     pub use crate::bindings::tern::plugin::types::*;
 }
 
+/// Batch encoding: the node's own code (one source, so both sides agree on the bytes).
+#[path = "../../host/plugin/src/batch.rs"]
+pub mod batch;
 /// Header encoding: the node's own code (one source, so both sides agree on the bytes).
 #[path = "../../host/plugin/src/headers.rs"]
 pub mod headers;
 mod host;
 #[cfg(feature = "json")]
 pub mod json;
+mod message;
 mod payloads;
 pub mod subject;
 #[cfg(not(target_arch = "wasm32"))]
@@ -57,10 +61,9 @@ pub mod testing;
 mod types_ext;
 
 pub use host::{config, kv, log, metrics, now_ms, KvError, Level};
+pub use message::{Conflict, Message, Stamp, Version};
 pub use payloads::Payloads;
-pub use types::{
-    Allowed, Conflict, HookInfo, Hop, Message, Region, Routing, Stamp, Version, Winner,
-};
+pub use types::{Allowed, HookInfo, Hop, Region, Routing, Winner};
 
 /// Version of this SDK, reported to the node in `hook-info.sdk-version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -71,6 +74,8 @@ pub mod __private {
     pub use crate::bindings::tern::plugin::host;
     pub use crate::bindings::tern::plugin::types;
     pub use wit_bindgen;
+
+    pub use crate::message::{conflicts, messages};
 
     /// What `info()` reports.
     pub fn hook_info(reads_payload: bool) -> crate::HookInfo {

@@ -36,11 +36,18 @@ impl HookKind {
     /// The interface a component of this hook exports.
     pub fn interface(self) -> &'static str {
         match self {
-            HookKind::DedupKey => "tern:plugin/dedup-key-hook@0.1.0",
-            HookKind::Route => "tern:plugin/route-hook@0.1.0",
-            HookKind::Residency => "tern:plugin/residency-hook@0.1.0",
-            HookKind::Resolve => "tern:plugin/resolve-hook@0.1.0",
+            HookKind::DedupKey => "tern:plugin/dedup-key-hook@0.2.0",
+            HookKind::Route => "tern:plugin/route-hook@0.2.0",
+            HookKind::Residency => "tern:plugin/residency-hook@0.2.0",
+            HookKind::Resolve => "tern:plugin/resolve-hook@0.2.0",
         }
+    }
+
+    /// The interface name without its version (`tern:plugin/route-hook`), to recognize a
+    /// plugin built for another version of the package.
+    pub(crate) fn unversioned_interface(self) -> &'static str {
+        let full = self.interface();
+        full.split_once('@').map_or(full, |(name, _)| name)
     }
 
     /// The exported function that runs the hook.

@@ -1,4 +1,4 @@
-//! tern's plugin runtime: WebAssembly components (WIT package `tern:plugin@0.1.0`, in
+//! tern's plugin runtime: WebAssembly components (WIT package `tern:plugin@0.2.0`, in
 //! `wit/`) run sandboxed in wasmtime, with a budget on every call.
 //!
 //! - [`PluginEngine`]: the wasmtime engine (epoch interruption with a ticker thread, stack
@@ -24,6 +24,7 @@ mod bindings {
     });
 }
 
+pub mod batch;
 mod clock;
 mod engine;
 mod error;
@@ -32,13 +33,16 @@ mod hook;
 mod host_impl;
 mod kv;
 pub mod limits;
+mod message;
 mod metrics;
 mod plugin;
 mod registry;
 
-/// The WIT types hooks exchange with the host (`tern:plugin/types@0.1.0`).
+/// The types hooks exchange with the host: the WIT types of `tern:plugin/types@0.2.0`,
+/// and the messages and conflicts a call encodes into its `batch`.
 pub mod types {
     pub use crate::bindings::tern::plugin::types::*;
+    pub use crate::message::{Conflict, Message, Stamp, Version};
 }
 
 pub use clock::{Clock, ManualClock, SystemClock};

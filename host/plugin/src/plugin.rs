@@ -7,9 +7,7 @@
 //! trap an instance is dead, and after a wrong answer it is not trusted), and the next call
 //! instantiates a fresh one from the `InstancePre`.
 
-use crate::bindings::tern::plugin::types::{
-    Allowed, Conflict, HookInfo, Hop, Message, Routing, Winner,
-};
+use crate::bindings::tern::plugin::types::{Allowed, Batch, HookInfo, Hop, Routing, Winner};
 use crate::engine::{Budget, Digest, PluginEngine};
 use crate::error::PluginError;
 use crate::hook::HookKind;
@@ -18,32 +16,16 @@ use crate::limits::{
     ALLOWED_REGIONS_MAX, BATCH_LEN_MAX, DEDUP_KEY_BYTES_MAX, IDLE_INSTANCES_MAX,
     REGION_NAME_BYTES_MAX, REJECT_REASON_BYTES_MAX, ROUTE_SUBJECTS_MAX, SUBJECT_BYTES_MAX,
 };
+use crate::message::{self, Conflict, Message};
 use crate::metrics::PluginMetrics;
 use std::sync::{Arc, Mutex};
 use wasmtime::component::{Component, ComponentExportIndex, Instance, InstancePre, TypedFunc};
 use wasmtime::{Store, Trap};
 
-type Payload = &'static [u8];
-type DedupKeyFn =
-    TypedFunc<(&'static str, &'static [Message], &'static [Payload]), (Vec<Option<String>>,)>;
-type RouteFn = TypedFunc<(&'static str, &'static [Message], &'static [Payload]), (Vec<Routing>,)>;
-type ResidencyFn = TypedFunc<
-    (
-        &'static str,
-        &'static Hop,
-        &'static [Message],
-        &'static [Payload],
-    ),
-    (Vec<Allowed>,),
->;
-type ResolveFn = TypedFunc<
-    (
-        &'static str,
-        &'static [Conflict],
-        &'static [(Payload, Payload)],
-    ),
-    (Vec<Winner>,),
->;
+type DedupKeyFn = TypedFunc<(&'static str, &'static Batch), (Vec<Option<String>>,)>;
+type RouteFn = TypedFunc<(&'static str, &'static Batch), (Vec<Routing>,)>;
+type ResidencyFn = TypedFunc<(&'static str, &'static Hop, &'static Batch), (Vec<Allowed>,)>;
+type ResolveFn = TypedFunc<(&'static str, &'static Batch), (Vec<Winner>,)>;
 type InfoFn = TypedFunc<(), (HookInfo,)>;
 
 /// The hook function of a live instance. Typed with `'static` borrows and called with
@@ -210,11 +192,13 @@ impl Plugin {
         payloads: &[&[u8]],
     ) -> Result<Vec<Option<String>>, PluginError> {
         let payloads = self.payloads_for(batch.len(), payloads)?;
+        check_payloads(message::payloads_match(batch, payloads))?;
+        let encoded = message::message_batch(batch, payloads);
         self.call(
             HookKind::DedupKey,
             batch.len(),
             |store, func| match func {
-                HookFunc::DedupKey(f) => f.call(store, (stream, batch, payloads)).map(|(r,)| r),
+                HookFunc::DedupKey(f) => f.call(store, (stream, &encoded)).map(|(r,)| r),
                 _ => unreachable!("the hook was checked against the function kind"),
             },
             |out| {
@@ -235,11 +219,13 @@ impl Plugin {
         payloads: &[&[u8]],
     ) -> Result<Vec<Routing>, PluginError> {
         let payloads = self.payloads_for(batch.len(), payloads)?;
+        check_payloads(message::payloads_match(batch, payloads))?;
+        let encoded = message::message_batch(batch, payloads);
         self.call(
             HookKind::Route,
             batch.len(),
             |store, func| match func {
-                HookFunc::Route(f) => f.call(store, (stream, batch, payloads)).map(|(r,)| r),
+                HookFunc::Route(f) => f.call(store, (stream, &encoded)).map(|(r,)| r),
                 _ => unreachable!("the hook was checked against the function kind"),
             },
             |out| {
@@ -259,13 +245,13 @@ impl Plugin {
         payloads: &[&[u8]],
     ) -> Result<Vec<Allowed>, PluginError> {
         let payloads = self.payloads_for(batch.len(), payloads)?;
+        check_payloads(message::payloads_match(batch, payloads))?;
+        let encoded = message::message_batch(batch, payloads);
         self.call(
             HookKind::Residency,
             batch.len(),
             |store, func| match func {
-                HookFunc::Residency(f) => {
-                    f.call(store, (stream, hop, batch, payloads)).map(|(r,)| r)
-                }
+                HookFunc::Residency(f) => f.call(store, (stream, hop, &encoded)).map(|(r,)| r),
                 _ => unreachable!("the hook was checked against the function kind"),
             },
             |out| {
@@ -284,11 +270,13 @@ impl Plugin {
         payloads: &[(&[u8], &[u8])],
     ) -> Result<Vec<Winner>, PluginError> {
         let payloads = self.payloads_for(batch.len(), payloads)?;
+        check_payloads(message::pair_payloads_match(batch, payloads))?;
+        let encoded = message::conflict_batch(batch, payloads);
         self.call(
             HookKind::Resolve,
             batch.len(),
             |store, func| match func {
-                HookFunc::Resolve(f) => f.call(store, (stream, batch, payloads)).map(|(r,)| r),
+                HookFunc::Resolve(f) => f.call(store, (stream, &encoded)).map(|(r,)| r),
                 _ => unreachable!("the hook was checked against the function kind"),
             },
             |out| check_len(out.len(), batch.len()),
@@ -466,8 +454,6 @@ impl Plugin {
     }
 }
 
-/// Finds the hook's interface and functions among the component's exports, or says what
-/// the component exports instead.
 /// The hooks a component implements (by its exports), compiling it (or loading its cached
 /// artifact) first. Refuses bytes that are not a valid component.
 pub fn hooks_exported(engine: &PluginEngine, bytes: &[u8]) -> Result<Vec<HookKind>, PluginError> {
@@ -478,6 +464,8 @@ pub fn hooks_exported(engine: &PluginEngine, bytes: &[u8]) -> Result<Vec<HookKin
         .collect())
 }
 
+/// Finds the hook's interface and functions among the component's exports, or says what
+/// the component exports instead.
 fn find_exports(
     engine: &PluginEngine,
     component: &Component,
@@ -490,15 +478,7 @@ fn find_exports(
             .exports(engine.wasmtime())
             .map(|(name, _)| name.to_string())
             .collect();
-        return Err(wrong_world(format!(
-            "it does not export `{}` (it exports: {})",
-            hook.interface(),
-            if exported.is_empty() {
-                "nothing".to_string()
-            } else {
-                exported.join(", ")
-            }
-        )));
+        return Err(wrong_world(missing_export(hook, &exported)));
     };
     let func = |name: &str| {
         component
@@ -509,6 +489,38 @@ fn find_exports(
         info: func("info")?,
         hook: func(hook.function())?,
     })
+}
+
+/// Why a component does not implement `hook`, given the names it exports: built for another
+/// version of the WIT package, or for something else altogether.
+fn missing_export(hook: HookKind, exported: &[String]) -> String {
+    let prefix = format!("{}@", hook.unversioned_interface());
+    if let Some(other) = exported.iter().find(|e| e.starts_with(&prefix)) {
+        return format!(
+            "it was built for `{other}`, and this node runs `{}`: rebuild it with the tern \
+             SDK of this node's version",
+            hook.interface()
+        );
+    }
+    format!(
+        "it does not export `{}` (it exports: {})",
+        hook.interface(),
+        if exported.is_empty() {
+            "nothing".to_string()
+        } else {
+            exported.join(", ")
+        }
+    )
+}
+
+fn check_payloads(lengths_match: bool) -> Result<(), PluginError> {
+    if lengths_match {
+        Ok(())
+    } else {
+        Err(PluginError::InvalidCall(
+            "a payload's length differs from its message's payload_len".into(),
+        ))
+    }
 }
 
 fn check_len(got: usize, want: usize) -> Result<(), PluginError> {
@@ -587,4 +599,21 @@ fn check_allowed(a: &Allowed) -> Result<(), PluginError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plugin_for_another_package_version_is_told_to_rebuild() {
+        let old = vec!["tern:plugin/route-hook@0.1.0".to_string()];
+        let why = missing_export(HookKind::Route, &old);
+        assert!(why.contains("built for `tern:plugin/route-hook@0.1.0`"), "{why}");
+        assert!(why.contains(HookKind::Route.interface()), "{why}");
+        let other = vec!["tern:plugin/residency-hook@0.2.0".to_string()];
+        let why = missing_export(HookKind::Route, &other);
+        assert!(why.contains("it exports: tern:plugin/residency-hook@0.2.0"), "{why}");
+        assert!(missing_export(HookKind::Route, &[]).contains("exports: nothing"));
+    }
 }

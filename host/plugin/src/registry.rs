@@ -9,7 +9,8 @@
 //! component bytes; those are addressed by digest), and [`Registry::restore`] rebuilds a
 //! registry from it and a way to fetch bytes by digest. The node persists both (in redb).
 
-use crate::bindings::tern::plugin::types::{Allowed, Conflict, Hop, Message, Routing, Winner};
+use crate::bindings::tern::plugin::types::{Allowed, Hop, Routing, Winner};
+use crate::message::{Conflict, Message};
 use crate::clock::Clock;
 use crate::engine::{Digest, PluginEngine};
 use crate::error::PluginError;

@@ -82,7 +82,7 @@ fn bad_components_are_refused_and_the_running_version_stays() {
         "{err}"
     );
     assert!(
-        err.to_string().contains("tern:plugin/residency-hook@0.1.0"),
+        err.to_string().contains("tern:plugin/residency-hook@0.2.0"),
         "names what it exports: {err}"
     );
 

@@ -68,7 +68,7 @@ mod tests {
     use super::*;
     use tern_sdk::testing::TestHost;
 
-    fn batch(payloads: &[&str]) -> (Vec<Message>, Payloads) {
+    fn batch(payloads: &[&str]) -> (Vec<Message<'static>>, Payloads<'static>) {
         let msgs = payloads
             .iter()
             .enumerate()

@@ -127,7 +127,7 @@ mod tests {
     use tern_sdk::testing::TestHost;
     use tern_sdk::{Stamp as WireStamp, Version};
 
-    fn conflict(a: Message, b: Message) -> Conflict {
+    fn conflict(a: Message<'static>, b: Message<'static>) -> Conflict<'static> {
         Conflict::new(
             Version::new(a.with_key("k"), WireStamp::new("eu-west", 10, 3, 1_000)),
             Version::new(b.with_key("k"), WireStamp::new("us-east", 7, 3, 2_000)),

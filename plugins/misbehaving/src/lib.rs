@@ -22,7 +22,7 @@ use tern_sdk::{config, kv, log, metrics, now_ms, Message, Routing};
 
 #[tern_sdk::route]
 fn misbehave(batch: &[Message]) -> Vec<Routing> {
-    let cue = batch.first().map(|m| m.subject.as_str()).unwrap_or("");
+    let cue = batch.first().map(|m| &*m.subject).unwrap_or("");
     match cue {
         "loop" => {
             let mut n: u64 = 0;

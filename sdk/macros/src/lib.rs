@@ -23,7 +23,7 @@ use syn::{Expr, FnArg, ItemFn, MetaNameValue, Token, Type};
 
 /// The WIT package, embedded so the bindings generated in a plugin crate match the SDK's.
 const WIT: &str = include_str!("../../../wit/tern-plugin.wit");
-const WIT_PACKAGE_VERSION: &str = "0.1.0";
+const WIT_PACKAGE_VERSION: &str = "0.2.0";
 
 /// `#[tern_sdk::dedup_key] fn f(batch: &[Message], ..) -> Vec<Option<String>>`
 #[proc_macro_attribute]
@@ -191,25 +191,26 @@ fn try_expand(hook: Hook, attr: TokenStream2, item: TokenStream2) -> syn::Result
     let glue = format_ident!("__tern_{}_glue", hook.snake());
     let info_fn = format_ident!("__tern_{}_info", hook.snake());
 
-    let (glue_params, payload_conv, result_ty) = match hook {
+    // The glue decodes the batch in place (text borrows `raw`) and calls the function.
+    let (glue_params, decode, result_ty) = match hook {
         Hook::DedupKey => (
-            quote!(stream: String, batch: Vec<#types::Message>, payloads: Vec<Vec<u8>>),
-            quote!(#sdk::Payloads::new(payloads)),
+            quote!(stream: String, raw: #types::Batch),
+            quote!(#sdk::__private::messages(&raw)),
             quote!(Vec<Option<String>>),
         ),
         Hook::Route => (
-            quote!(stream: String, batch: Vec<#types::Message>, payloads: Vec<Vec<u8>>),
-            quote!(#sdk::Payloads::new(payloads)),
+            quote!(stream: String, raw: #types::Batch),
+            quote!(#sdk::__private::messages(&raw)),
             quote!(Vec<#types::Routing>),
         ),
         Hook::Residency => (
-            quote!(stream: String, hop: #types::Hop, batch: Vec<#types::Message>, payloads: Vec<Vec<u8>>),
-            quote!(#sdk::Payloads::new(payloads)),
+            quote!(stream: String, hop: #types::Hop, raw: #types::Batch),
+            quote!(#sdk::__private::messages(&raw)),
             quote!(Vec<#types::Allowed>),
         ),
         Hook::Resolve => (
-            quote!(stream: String, batch: Vec<#types::Conflict>, payloads: Vec<(Vec<u8>, Vec<u8>)>),
-            quote!(#sdk::Payloads::from_pairs(payloads)),
+            quote!(stream: String, raw: #types::Batch),
+            quote!(#sdk::__private::conflicts(&raw)),
             quote!(Vec<#types::Winner>),
         ),
     };
@@ -235,15 +236,10 @@ fn try_expand(hook: Hook, attr: TokenStream2, item: TokenStream2) -> syn::Result
     let module = format_ident!("__tern_{}_export", hook.snake());
     let hook_mod = format_ident!("{}_hook", hook.snake());
     let export_fn = format_ident!("{}", hook.snake());
-    let wasm_params = match hook {
-        Hook::Residency => {
-            quote!(stream: String, hop: #types::Hop, batch: Vec<#types::Message>, payloads: Vec<Vec<u8>>)
-        }
-        _ => glue_params.clone(),
-    };
+    let wasm_params = glue_params.clone();
     let wasm_args = match hook {
-        Hook::Residency => quote!(stream, hop, batch, payloads),
-        _ => quote!(stream, batch, payloads),
+        Hook::Residency => quote!(stream, hop, raw),
+        _ => quote!(stream, raw),
     };
     let wit = proc_macro2::Literal::string(WIT);
     let span = Span::call_site();
@@ -255,7 +251,7 @@ fn try_expand(hook: Hook, attr: TokenStream2, item: TokenStream2) -> syn::Result
         #[doc(hidden)]
         #[allow(dead_code, clippy::ptr_arg)]
         fn #glue(#glue_params) -> #result_ty {
-            let payloads = #payload_conv;
+            let (batch, payloads) = #decode;
             let _ = (&stream, &payloads);
             #hop_unused
             #user_fn(#(#call_args),*)
