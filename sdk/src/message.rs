@@ -91,7 +91,7 @@ impl<'a> Message<'a> {
 
     /// The value of the first header named `name` (names compare exactly).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers().find(|(n, _)| *n == name).map(|(_, v)| v)
+        crate::headers::get(&self.headers, name)
     }
 
     /// The headers, in order (names may repeat). Stops at the first malformed entry.

@@ -38,25 +38,38 @@ pub fn encode<'a>(headers: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec<
 
 /// Iterates over encoded headers.
 pub fn iter(encoded: &[u8]) -> Iter<'_> {
+    Iter { raw: raw(encoded) }
+}
+
+/// The value of the first header named `name`. Compares bytes, and checks only the value
+/// found is UTF-8: a lookup costs no validation of the headers it passes over.
+pub fn get<'a>(encoded: &'a [u8], name: &str) -> Option<&'a str> {
+    raw(encoded)
+        .find(|(n, _)| *n == name.as_bytes())
+        .and_then(|(_, v)| std::str::from_utf8(v).ok())
+}
+
+fn raw(encoded: &[u8]) -> Raw<'_> {
     let (count, rest) = match encoded {
         [a, b, rest @ ..] => (u16::from_be_bytes([*a, *b]), rest),
         _ => (0, &[][..]),
     };
-    Iter {
+    Raw {
         remaining: count,
         rest,
     }
 }
 
-/// Iterator over `(name, value)` of encoded headers.
+/// Iterator over `(name, value)` of encoded headers, as bytes; stops at the first entry
+/// that does not fit.
 #[derive(Clone, Debug)]
-pub struct Iter<'a> {
+struct Raw<'a> {
     remaining: u16,
     rest: &'a [u8],
 }
 
-impl<'a> Iter<'a> {
-    fn text(&mut self) -> Option<&'a str> {
+impl<'a> Raw<'a> {
+    fn part(&mut self) -> Option<&'a [u8]> {
         let [a, b, rest @ ..] = self.rest else {
             return None;
         };
@@ -64,26 +77,48 @@ impl<'a> Iter<'a> {
         if rest.len() < len {
             return None;
         }
-        let (text, rest) = rest.split_at(len);
+        let (part, rest) = rest.split_at(len);
         self.rest = rest;
-        std::str::from_utf8(text).ok()
+        Some(part)
     }
 }
 
-impl<'a> Iterator for Iter<'a> {
-    type Item = (&'a str, &'a str);
+impl<'a> Iterator for Raw<'a> {
+    type Item = (&'a [u8], &'a [u8]);
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.remaining == 0 {
             return None;
         }
-        let pair = self.text().zip(self.text());
+        let pair = self.part().zip(self.part());
         self.remaining = if pair.is_some() {
             self.remaining - 1
         } else {
             0
         };
         pair
+    }
+}
+
+/// Iterator over `(name, value)` of encoded headers. Stops at the first malformed entry
+/// (truncated, or text that is not UTF-8).
+#[derive(Clone, Debug)]
+pub struct Iter<'a> {
+    raw: Raw<'a>,
+}
+
+impl<'a> Iterator for Iter<'a> {
+    type Item = (&'a str, &'a str);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (n, v) = self.raw.next()?;
+        match (std::str::from_utf8(n), std::str::from_utf8(v)) {
+            (Ok(n), Ok(v)) => Some((n, v)),
+            _ => {
+                self.raw.remaining = 0;
+                None
+            }
+        }
     }
 }
 
@@ -112,5 +147,15 @@ mod tests {
         assert_eq!(iter(&encoded).collect::<Vec<_>>(), vec![("a", "b")]);
         assert_eq!(iter(&[0, 5, 0, 1]).count(), 0);
         assert_eq!(iter(&[0, 1, 0, 1, 0xff, 0, 0]).count(), 0, "not UTF-8");
+    }
+
+    #[test]
+    fn get_finds_the_first_value_by_name() {
+        let encoded = encode([("a", "1"), ("b", "2"), ("a", "3")]);
+        assert_eq!(get(&encoded, "a"), Some("1"));
+        assert_eq!(get(&encoded, "b"), Some("2"));
+        assert_eq!(get(&encoded, "c"), None);
+        assert_eq!(get(&[], "a"), None);
+        assert_eq!(get(&[0, 1, 0, 1, b'a', 0, 1, 0xff], "a"), None, "value not UTF-8");
     }
 }

@@ -35,7 +35,7 @@ fn check_tokens(subject: &str, wildcards: bool) -> Result<(), SubjectError> {
         if t.is_empty() {
             return Err(SubjectError::EmptyToken(subject.to_owned()));
         }
-        if t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        if !token_chars_ok(t) {
             return Err(SubjectError::InvalidToken(subject.to_owned()));
         }
         let wild = t == "*" || t == ">";
@@ -50,6 +50,16 @@ fn check_tokens(subject: &str, wildcards: bool) -> Result<(), SubjectError> {
         }
     }
     Ok(())
+}
+
+/// No whitespace or control characters (checked on bytes; text beyond ASCII by `char`).
+fn token_chars_ok(t: &str) -> bool {
+    if t.is_ascii() {
+        // ASCII whitespace and controls are the bytes up to the space, and DEL.
+        t.bytes().all(|b| b > b' ' && b != 0x7f)
+    } else {
+        !t.chars().any(|c| c.is_whitespace() || c.is_control())
+    }
 }
 
 /// Check a subject a message is published to (no wildcards).
@@ -127,6 +137,17 @@ pub fn covers(outer: &str, inner: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ascii_fast_path_agrees_with_the_char_rule() {
+        for b in 0u8..128 {
+            let c = b as char;
+            let by_char = !(c.is_whitespace() || c.is_control());
+            assert_eq!(token_chars_ok(&c.to_string()), by_char, "byte {b:#x}");
+        }
+        assert!(!token_chars_ok("a\u{2003}b"), "em space");
+        assert!(token_chars_ok("é"));
+    }
 
     #[test]
     fn validation() {

@@ -77,7 +77,7 @@ struct Want {
 
 #[derive(Clone, Debug, PartialEq)]
 enum Action {
-    To(Vec<String>),
+    To(Vec<Template>),
     Reject(String),
     Drop,
     Keep,
@@ -118,13 +118,33 @@ impl Router {
             Action::Keep => Routing::Keep,
             Action::Drop => Routing::Drop,
             Action::Reject(reason) => Routing::Reject(reason.clone()),
-            Action::To(subjects) => Routing::To(
-                subjects
-                    .iter()
-                    .map(|s| s.replace("{subject}", &msg.subject))
-                    .collect(),
-            ),
+            Action::To(targets) => {
+                Routing::To(targets.iter().map(|t| t.expand(&msg.subject)).collect())
+            }
         }
+    }
+}
+
+/// A target subject, split where `{subject}` stands, so a message's target is built
+/// without searching the text again.
+#[derive(Clone, Debug, PartialEq)]
+struct Template(Vec<String>);
+
+impl Template {
+    fn parse(text: &str) -> Self {
+        Self(text.split("{subject}").map(String::from).collect())
+    }
+
+    fn expand(&self, subject: &str) -> String {
+        let fixed: usize = self.0.iter().map(String::len).sum();
+        let mut out = String::with_capacity(fixed + subject.len() * (self.0.len() - 1));
+        for (i, part) in self.0.iter().enumerate() {
+            if i > 0 {
+                out.push_str(subject);
+            }
+            out.push_str(part);
+        }
+        out
     }
 }
 
@@ -188,11 +208,11 @@ fn parse_action(text: &str) -> Result<Action, String> {
         return Ok(Action::Reject(reason.trim().into()));
     }
     if let Some(list) = text.strip_prefix("to:") {
-        let subjects: Vec<String> = list
+        let subjects: Vec<Template> = list
             .split(',')
             .map(str::trim)
             .filter(|s| !s.is_empty())
-            .map(String::from)
+            .map(Template::parse)
             .collect();
         if subjects.is_empty() {
             return Err("`to:` needs at least one subject".into());
@@ -220,6 +240,14 @@ mod tests {
             .param("route.4", "json:$.amount=0 -> reject:empty order")
             .param("default", "to:lanes.normal.{subject}")
             .install()
+    }
+
+    #[test]
+    fn templates_put_the_subject_where_it_stands() {
+        let expand = |t: &str| Template::parse(t).expand("orders.eu");
+        assert_eq!(expand("lanes.{subject}"), "lanes.orders.eu");
+        assert_eq!(expand("{subject}.copy.{subject}"), "orders.eu.copy.orders.eu");
+        assert_eq!(expand("audit"), "audit");
     }
 
     #[test]
