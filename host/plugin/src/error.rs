@@ -60,6 +60,12 @@ pub enum PluginError {
     #[error("no plugin named `{0}`")]
     UnknownPlugin(String),
 
+    /// The plugin's stored component could not be loaded on this node (for example, it was
+    /// built for another version of the WIT package); its calls fail until a working
+    /// version is deployed.
+    #[error("plugin not loaded on this node: {0}; deploy a version built for it")]
+    NotLoaded(String),
+
     /// Rollback asked for, but no earlier version is kept.
     #[error("plugin `{0}` has no earlier version to roll back to")]
     NoPreviousVersion(String),
@@ -90,17 +96,20 @@ pub enum FailureKind {
     Trap,
     WrongAnswer,
     OutputTooLarge,
+    /// The stored component could not be loaded on this node.
+    NotLoaded,
     /// Anything else (invalid call, engine trouble).
     Other,
 }
 
 impl FailureKind {
-    pub const ALL: [FailureKind; 6] = [
+    pub const ALL: [FailureKind; 7] = [
         FailureKind::Timeout,
         FailureKind::MemoryLimit,
         FailureKind::Trap,
         FailureKind::WrongAnswer,
         FailureKind::OutputTooLarge,
+        FailureKind::NotLoaded,
         FailureKind::Other,
     ];
 
@@ -112,6 +121,7 @@ impl FailureKind {
             FailureKind::Trap => "trap",
             FailureKind::WrongAnswer => "wrong_answer",
             FailureKind::OutputTooLarge => "output_too_large",
+            FailureKind::NotLoaded => "not_loaded",
             FailureKind::Other => "other",
         }
     }
@@ -130,6 +140,7 @@ impl PluginError {
             PluginError::Trap { .. } => FailureKind::Trap,
             PluginError::WrongAnswer(_) => FailureKind::WrongAnswer,
             PluginError::OutputTooLarge(_) => FailureKind::OutputTooLarge,
+            PluginError::NotLoaded(_) => FailureKind::NotLoaded,
             _ => FailureKind::Other,
         }
     }

@@ -60,15 +60,23 @@ pub struct PluginId {
     pub hook: HookKind,
 }
 
-/// A loaded, validated plugin version, ready to be called from any thread.
+/// The compiled component of a loaded plugin.
+struct Code {
+    pre: InstancePre<HostState>,
+    exports: Exports,
+}
+
+/// A loaded, validated plugin version, ready to be called from any thread; or a stored
+/// version this node cannot load any more (see [`Plugin::not_loaded`]), whose every call
+/// fails so that its attachments' fallbacks apply.
 pub struct Plugin {
     engine: PluginEngine,
     id: PluginId,
     digest: Digest,
     params: Arc<Vec<(String, String)>>,
     budget: Budget,
-    pre: InstancePre<HostState>,
-    exports: Exports,
+    /// The component, or why it could not be loaded.
+    code: Result<Code, String>,
     info: HookInfo,
     metrics: Arc<PluginMetrics>,
     idle: Mutex<Vec<Ready>>,
@@ -115,12 +123,8 @@ impl Plugin {
             digest,
             params: Arc::new(params),
             budget,
-            pre,
-            exports,
-            info: HookInfo {
-                reads_payload: false,
-                sdk_version: String::new(),
-            },
+            code: Ok(Code { pre, exports }),
+            info: no_info(),
             metrics,
             idle: Mutex::new(Vec::new()),
         };
@@ -133,6 +137,39 @@ impl Plugin {
             .map_err(|e| PluginError::invalid("its `info` export failed", e))?;
         plugin.put_back(ready);
         Ok(plugin)
+    }
+
+    /// A stored plugin version this node could not load (`reason`), for example one built
+    /// for another version of the WIT package: it keeps its place in the registry and its
+    /// chains, and every call fails with [`PluginError::NotLoaded`], so each attachment's
+    /// fallback applies (by default `reject` for `route` and `residency`: nothing passes
+    /// unchecked) until a working version is deployed.
+    pub fn not_loaded(
+        engine: &PluginEngine,
+        id: PluginId,
+        bytes: &[u8],
+        params: Vec<(String, String)>,
+        metrics: Arc<PluginMetrics>,
+        reason: String,
+    ) -> Self {
+        let mut params = params;
+        params.sort();
+        Self {
+            engine: engine.clone(),
+            id,
+            digest: Digest::of(bytes),
+            params: Arc::new(params),
+            budget: engine.budget(),
+            code: Err(reason),
+            info: no_info(),
+            metrics,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Why this version could not be loaded, if it could not.
+    pub fn load_error(&self) -> Option<&str> {
+        self.code.as_ref().err().map(String::as_str)
     }
 
     /// The same plugin under another version number (assigned when a deploy commits).
@@ -332,6 +369,9 @@ impl Plugin {
             )));
         }
         self.metrics.record_call(batch_len);
+        if let Err(reason) = &self.code {
+            return Err(PluginError::NotLoaded(reason.clone()));
+        }
         let mut ready = match self.take_idle() {
             Some(ready) => ready,
             None => self.instantiate()?,
@@ -348,11 +388,17 @@ impl Plugin {
         Ok(v)
     }
 
+    fn code(&self) -> Result<&Code, PluginError> {
+        self.code
+            .as_ref()
+            .map_err(|reason| PluginError::NotLoaded(reason.clone()))
+    }
+
     fn call_info(&self, ready: &mut Ready) -> Result<HookInfo, PluginError> {
         ready.store.set_epoch_deadline(self.budget.deadline_ticks());
         let info: InfoFn = ready
             .instance
-            .get_typed_func(&mut ready.store, self.exports.info)
+            .get_typed_func(&mut ready.store, self.code()?.exports.info)
             .map_err(|e| PluginError::WrongWorld {
                 hook: self.id.hook,
                 detail: format!("`info` has the wrong signature: {e}"),
@@ -365,6 +411,7 @@ impl Plugin {
     /// A fresh store and instance, with the deadline set before instantiation (a start
     /// function is bounded like a call).
     fn instantiate(&self) -> Result<Ready, PluginError> {
+        let code = self.code()?;
         let state = HostState::new(
             self.id.name.clone(),
             self.params.clone(),
@@ -377,7 +424,7 @@ impl Plugin {
         store.set_epoch_deadline(self.budget.deadline_ticks());
         store.epoch_deadline_trap();
         self.metrics.record_instantiation();
-        let instance = self
+        let instance = code
             .pre
             .instantiate(&mut store)
             .map_err(|e| self.classify(e, &store))?;
@@ -385,7 +432,7 @@ impl Plugin {
             hook: self.id.hook,
             detail: format!("`{}` has the wrong signature: {e}", self.id.hook.function()),
         };
-        let index = &self.exports.hook;
+        let index = &code.exports.hook;
         let func = match self.id.hook {
             HookKind::DedupKey => HookFunc::DedupKey(
                 instance
@@ -451,6 +498,14 @@ impl Plugin {
                 source: err.into(),
             },
         }
+    }
+}
+
+/// What a plugin reports before (or without) its `info` export being called.
+fn no_info() -> HookInfo {
+    HookInfo {
+        reads_payload: false,
+        sdk_version: String::new(),
     }
 }
 

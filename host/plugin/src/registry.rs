@@ -109,6 +109,10 @@ pub struct PluginSummary {
     /// Streams whose chain for `hook` includes this plugin.
     pub streams: Vec<String>,
     pub metrics: MetricsSnapshot,
+    /// Why the active version could not be loaded on this node (its calls fail, and its
+    /// attachments' fallbacks apply), if it could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_error: Option<String>,
 }
 
 /// A deploy request.
@@ -461,6 +465,7 @@ impl Registry {
                     .map(|((s, _), _)| s.clone())
                     .collect(),
                 metrics: e.metrics.snapshot(),
+                load_error: e.active.load_error().map(str::to_string),
             })
             .collect()
     }
@@ -493,7 +498,10 @@ impl Registry {
 
     /// Rebuilds a registry from `state`, loading the active version of every plugin (from
     /// the artifact cache when warm). `bytes` returns a component's bytes by digest; kept
-    /// versions whose bytes it cannot find are dropped from the rollback history.
+    /// versions whose bytes it cannot find are dropped from the rollback history. An active
+    /// version that does not load on this node (built for another version of the WIT
+    /// package, say) stays, as [`Plugin::not_loaded`]: the node starts, and that plugin's
+    /// attachments apply their fallbacks until a working version is deployed.
     pub fn restore(
         engine: PluginEngine,
         clock: Arc<dyn Clock>,
@@ -527,8 +535,18 @@ impl Registry {
                 version: active.version,
                 hook: record.hook,
             };
-            let plugin =
-                registry.load(id, &blobs[&active.version], &active.params, metrics.clone())?;
+            let bytes = &blobs[&active.version];
+            let plugin = match registry.load(id.clone(), bytes, &active.params, metrics.clone()) {
+                Ok(plugin) => plugin,
+                Err(e) => {
+                    tracing::error!(target: "tern::plugin", plugin = %record.name,
+                        version = active.version, error = %e,
+                        "stored plugin not loaded: its calls fail and its streams' fallbacks \
+                         apply until a working version is deployed");
+                    let params = active.params.clone().into_iter().collect();
+                    Plugin::not_loaded(&registry.engine, id, bytes, params, metrics.clone(), e.to_string())
+                }
+            };
             inner.plugins.insert(
                 record.name.clone(),
                 Entry {

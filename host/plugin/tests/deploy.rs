@@ -289,3 +289,49 @@ fn engine_without_cache_compiles_every_time() {
     assert_eq!(engine.stats().compiles, 2);
     assert!(engine.artifact_path(&Digest::of(&bytes)).is_none());
 }
+
+#[test]
+fn a_stored_plugin_that_no_longer_loads_keeps_its_place_and_its_fallback_applies() {
+    let fx = fixture();
+    let router = guests::bytes(guests::CONTENT_ROUTER);
+    let mut state = {
+        let registry = fx.registry();
+        router_v(&registry, &router, "v1").unwrap();
+        registry.attach("orders", "router", None, None).unwrap();
+        registry.state()
+    };
+    // The stored active version is now a component this node refuses (it imports WASI, as
+    // one built for another version of the WIT package imports another `host`).
+    let unloadable = guests::bytes(guests::MISBEHAVING_WASIP2);
+    let digest = Digest::of(&unloadable).to_hex();
+    state.plugins[0].versions[0].digest = digest.clone();
+    let registry = Registry::restore(fx.engine.clone(), fx.clock.clone(), state, |d| {
+        (d == digest).then(|| unloadable.clone())
+    })
+    .expect("the registry, and so the node, still starts");
+
+    // Fallback `reject` (the default for route): the batch is refused, nothing passes.
+    let refusal = registry
+        .chain("orders", HookKind::Route)
+        .route(&[message("orders.eu", &[], 0)], &[])
+        .unwrap_err();
+    assert!(
+        matches!(refusal.error, PluginError::NotLoaded(_)),
+        "{refusal}"
+    );
+    let listed = &registry.list()[0];
+    let why = listed.load_error.as_deref().expect("list says why");
+    assert!(why.contains("imports something tern does not provide"), "{why}");
+    assert_eq!(listed.metrics.failures.get("not_loaded"), Some(&1));
+
+    // Fallback `allow`: the chain goes on as if the plugin had no opinion.
+    registry
+        .attach("orders", "router", Some(Fallback::Allow), None)
+        .unwrap();
+    assert_eq!(route_one(&registry), vec![Routing::Keep]);
+
+    // Deploying a working version is the fix.
+    assert_eq!(router_v(&registry, &router, "v2").unwrap(), 2);
+    assert_eq!(route_one(&registry), to("v2"));
+    assert!(registry.list()[0].load_error.is_none());
+}

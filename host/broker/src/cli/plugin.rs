@@ -167,6 +167,9 @@ pub async fn run(cmd: PluginCmd) -> anyhow::Result<()> {
                     p["metrics"]["calls"],
                     failures
                 );
+                if let Some(why) = p["load_error"].as_str() {
+                    println!("  NOT LOADED on this node (calls fail, fallbacks apply): {why}");
+                }
             }
         }
         PluginCmd::Audit(c) => {
