@@ -176,10 +176,10 @@ pub fn messages(entries: &[u8], len: usize) -> Result<Vec<MessageView<'_>>, Batc
 }
 
 /// Splits `payloads` (back to back) by `lens`; `payloads` empty means none were passed.
-pub fn split_payloads<'a>(
-    payloads: &'a [u8],
+pub fn split_payloads(
+    payloads: &[u8],
     lens: impl Iterator<Item = u32>,
-) -> Result<Vec<&'a [u8]>, BatchError> {
+) -> Result<Vec<&[u8]>, BatchError> {
     if payloads.is_empty() {
         return Ok(Vec::new());
     }
@@ -188,14 +188,18 @@ pub fn split_payloads<'a>(
     for len in lens {
         let len = len as usize;
         if rest.len() < len {
-            return Err(BatchError("payloads shorter than their messages' payload-len"));
+            return Err(BatchError(
+                "payloads shorter than their messages' payload-len",
+            ));
         }
         let (head, tail) = rest.split_at(len);
         out.push(head);
         rest = tail;
     }
     if !rest.is_empty() {
-        return Err(BatchError("payloads longer than their messages' payload-len"));
+        return Err(BatchError(
+            "payloads longer than their messages' payload-len",
+        ));
     }
     Ok(out)
 }
@@ -207,8 +211,8 @@ mod tests {
     fn sample(i: u32) -> MessageView<'static> {
         MessageView {
             subject: "orders.eu.created",
-            id: if i % 2 == 0 { "id-0" } else { "" },
-            key: (i % 3 == 0).then_some("customer-é"),
+            id: if i.is_multiple_of(2) { "id-0" } else { "" },
+            key: i.is_multiple_of(3).then_some("customer-é"),
             headers: &[0, 1, 0, 1, b'a', 0, 1, b'b'],
             payload_len: i,
         }

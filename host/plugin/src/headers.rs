@@ -156,6 +156,10 @@ mod tests {
         assert_eq!(get(&encoded, "b"), Some("2"));
         assert_eq!(get(&encoded, "c"), None);
         assert_eq!(get(&[], "a"), None);
-        assert_eq!(get(&[0, 1, 0, 1, b'a', 0, 1, 0xff], "a"), None, "value not UTF-8");
+        assert_eq!(
+            get(&[0, 1, 0, 1, b'a', 0, 1, 0xff], "a"),
+            None,
+            "value not UTF-8"
+        );
     }
 }

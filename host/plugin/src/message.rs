@@ -76,7 +76,12 @@ impl Version {
 
 /// Bytes a message takes in a batch, to size the buffer once.
 fn encoded_len(m: &Message) -> usize {
-    4 * 4 + 1 + m.subject.len() + m.id.len() + m.key.as_ref().map_or(0, |k| 4 + k.len()) + m.headers.len()
+    4 * 4
+        + 1
+        + m.subject.len()
+        + m.id.len()
+        + m.key.as_ref().map_or(0, |k| 4 + k.len())
+        + m.headers.len()
 }
 
 /// The batch of a message hook; `payloads` empty, or one per message.

@@ -664,11 +664,17 @@ mod tests {
     fn a_plugin_for_another_package_version_is_told_to_rebuild() {
         let old = vec!["tern:plugin/route-hook@0.1.0".to_string()];
         let why = missing_export(HookKind::Route, &old);
-        assert!(why.contains("built for `tern:plugin/route-hook@0.1.0`"), "{why}");
+        assert!(
+            why.contains("built for `tern:plugin/route-hook@0.1.0`"),
+            "{why}"
+        );
         assert!(why.contains(HookKind::Route.interface()), "{why}");
         let other = vec!["tern:plugin/residency-hook@0.2.0".to_string()];
         let why = missing_export(HookKind::Route, &other);
-        assert!(why.contains("it exports: tern:plugin/residency-hook@0.2.0"), "{why}");
+        assert!(
+            why.contains("it exports: tern:plugin/residency-hook@0.2.0"),
+            "{why}"
+        );
         assert!(missing_export(HookKind::Route, &[]).contains("exports: nothing"));
     }
 }

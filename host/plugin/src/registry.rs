@@ -10,7 +10,6 @@
 //! registry from it and a way to fetch bytes by digest. The node persists both (in redb).
 
 use crate::bindings::tern::plugin::types::{Allowed, Hop, Routing, Winner};
-use crate::message::{Conflict, Message};
 use crate::clock::Clock;
 use crate::engine::{Digest, PluginEngine};
 use crate::error::PluginError;
@@ -21,6 +20,7 @@ use crate::hook::{
 use crate::limits::{
     CHAIN_LEN_MAX, PARAMS_MAX, PARAM_BYTES_MAX, PLUGIN_NAME_BYTES_MAX, VERSIONS_KEPT_MAX,
 };
+use crate::message::{Conflict, Message};
 use crate::metrics::{MetricsSnapshot, PluginMetrics};
 use crate::plugin::{Plugin, PluginId};
 use serde::{Deserialize, Serialize};
@@ -544,7 +544,14 @@ impl Registry {
                         "stored plugin not loaded: its calls fail and its streams' fallbacks \
                          apply until a working version is deployed");
                     let params = active.params.clone().into_iter().collect();
-                    Plugin::not_loaded(&registry.engine, id, bytes, params, metrics.clone(), e.to_string())
+                    Plugin::not_loaded(
+                        &registry.engine,
+                        id,
+                        bytes,
+                        params,
+                        metrics.clone(),
+                        e.to_string(),
+                    )
                 }
             };
             inner.plugins.insert(

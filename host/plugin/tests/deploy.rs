@@ -321,7 +321,10 @@ fn a_stored_plugin_that_no_longer_loads_keeps_its_place_and_its_fallback_applies
     );
     let listed = &registry.list()[0];
     let why = listed.load_error.as_deref().expect("list says why");
-    assert!(why.contains("imports something tern does not provide"), "{why}");
+    assert!(
+        why.contains("imports something tern does not provide"),
+        "{why}"
+    );
     assert_eq!(listed.metrics.failures.get("not_loaded"), Some(&1));
 
     // Fallback `allow`: the chain goes on as if the plugin had no opinion.

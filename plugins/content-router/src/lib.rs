@@ -246,7 +246,10 @@ mod tests {
     fn templates_put_the_subject_where_it_stands() {
         let expand = |t: &str| Template::parse(t).expand("orders.eu");
         assert_eq!(expand("lanes.{subject}"), "lanes.orders.eu");
-        assert_eq!(expand("{subject}.copy.{subject}"), "orders.eu.copy.orders.eu");
+        assert_eq!(
+            expand("{subject}.copy.{subject}"),
+            "orders.eu.copy.orders.eu"
+        );
         assert_eq!(expand("audit"), "audit");
     }
 
