@@ -197,20 +197,22 @@ pub fn conflicts(batch: &Batch) -> (Vec<Conflict<'_>>, Payloads<'_>) {
 mod tests {
     use super::*;
 
+    fn put(entries: &mut Vec<u8>, m: &Message<'_>) {
+        batch::put_message(
+            entries,
+            &MessageView {
+                subject: &m.subject,
+                id: &m.id,
+                key: m.key.as_deref(),
+                headers: &m.headers,
+                payload_len: m.payload_len,
+            },
+        );
+    }
+
     fn encode(msgs: &[Message<'_>], payloads: &[&[u8]]) -> Batch {
         let mut entries = Vec::new();
-        for m in msgs {
-            batch::put_message(
-                &mut entries,
-                &MessageView {
-                    subject: &m.subject,
-                    id: &m.id,
-                    key: m.key.as_deref(),
-                    headers: &m.headers,
-                    payload_len: m.payload_len,
-                },
-            );
-        }
+        msgs.iter().for_each(|m| put(&mut entries, m));
         Batch {
             len: msgs.len() as u32,
             entries,
@@ -249,17 +251,7 @@ mod tests {
         let sent = vec![Conflict::new(version("a", "eu", 1), version("b", "us", 2))];
         let mut entries = Vec::new();
         for v in [&sent[0].a, &sent[0].b] {
-            let m = &v.message;
-            batch::put_message(
-                &mut entries,
-                &MessageView {
-                    subject: &m.subject,
-                    id: &m.id,
-                    key: m.key.as_deref(),
-                    headers: &m.headers,
-                    payload_len: m.payload_len,
-                },
-            );
+            put(&mut entries, &v.message);
             batch::put_stamp(
                 &mut entries,
                 &StampView {
