@@ -160,7 +160,7 @@ impl ClusterConfig {
             )));
         }
         self.raft(region)
-            .to_openraft()
+            .to_openraft(self.node_id)
             .map_err(|e| ConfigError::Invalid(format!("cluster: {e}")))?;
         Ok(())
     }

@@ -18,22 +18,26 @@ pub struct RegionConfig {
     /// (sending the entries and the follower's fsync): under load, 100 ms was too short
     /// and a follower fell behind for good, the same batch timing out again and again.
     pub heartbeat_ms: u64,
-    /// Lower bound of the randomized election timeout. Default 450 ms.
+    /// Lower bound of the election timeouts. Default 450 ms.
     ///
     /// openraft's 150-300 ms assumes a quiet LAN and an idle CPU. An fsync on a busy disk
     /// or a scheduling stall on two shared cores can take 100-300 ms, and a timeout that
     /// short turns those stalls into needless elections (each one stops writes for a round).
     /// 450 ms is three heartbeats: a follower campaigns only after three in a row are lost.
     pub election_timeout_ms_min: u64,
-    /// Upper bound of the randomized election timeout. Default 900 ms.
+    /// Upper bound of the election timeouts. Default 900 ms.
     ///
-    /// Failover takes longer than one election timeout: openraft 0.9 has a follower first
-    /// honour the old leader's lease (the maximum election timeout, 0.9 s) and then wait its
-    /// own timeout (drawn once per node at start), so a new leader is elected 1.35-1.8 s
-    /// after the old one died, plus a vote round. Measured with 20 leader kills of a 3-node
-    /// region of processes (docs/benchmarks.md): next acked publish p50 2.1 s, p99 2.2 s, most
-    /// of it the harness client's 2 s request timeout on the killed node. With 600-1200 ms it
-    /// was p50 2.2 s, p99 4.7 s. The wide range (2x) keeps split votes rare.
+    /// Each node's election timeout is a fixed point of `[min, max)` chosen by its node id
+    /// ([`RegionConfig::election_timeout_ms_for`]), not a random one. openraft 0.9 draws
+    /// the timeout once per node at start and has no pre-vote, and a follower that knew a
+    /// leader campaigns only after that leader's lease (its own timeout) and then its
+    /// timeout again. Two followers whose drawn timeouts were close campaigned together,
+    /// split the vote, and did so again on each retry: with random 450-900 ms, about one
+    /// leader kill in twenty took a second round, and the next acked publish came after
+    /// 3.6-4.3 s instead of 2.1 s (docs/benchmarks.md). With distinct timeouts the fastest
+    /// live follower campaigns alone, and the others' leases (their own, shorter than twice
+    /// the smallest timeout while max < 2 x min) have run out by then, so it wins in one
+    /// round: a new leader 0.9-1.1 s after the old one died, for node ids 1-3.
     pub election_timeout_ms_max: u64,
     /// A node's store: build a snapshot once the log applied since the last one holds this
     /// many bytes, and at least as many as that snapshot. Default 512 MiB.
@@ -85,14 +89,32 @@ const INSTALL_SNAPSHOT_CHUNK_MS: u64 = 2_000;
 #[error("invalid region raft configuration: {0}")]
 pub struct RegionConfigError(#[source] Box<openraft::ConfigError>);
 
+/// Election timeouts are spread over this many points: node ids 1-5 (a region of up to
+/// five voters numbered from 1) get distinct ones.
+const ELECTION_TIMEOUT_SLOTS: u64 = 5;
+
 impl RegionConfig {
-    /// The openraft configuration, validated (e.g. heartbeat below the election timeout).
-    pub fn to_openraft(&self) -> Result<Arc<Config>, RegionConfigError> {
+    /// The election timeout of node `id`: `min + (max - min) * ((id - 1) mod 5) / 5`, so
+    /// 450, 540, 630, 720 or 810 ms with the defaults (see `election_timeout_ms_max`).
+    pub fn election_timeout_ms_for(&self, id: u64) -> u64 {
+        let span = self
+            .election_timeout_ms_max
+            .saturating_sub(self.election_timeout_ms_min);
+        let slot = id.saturating_sub(1) % ELECTION_TIMEOUT_SLOTS;
+        self.election_timeout_ms_min + span * slot / ELECTION_TIMEOUT_SLOTS
+    }
+
+    /// The openraft configuration of node `id`, validated (e.g. heartbeat below the
+    /// election timeout). The node's election timeout is fixed
+    /// ([`RegionConfig::election_timeout_ms_for`]); openraft takes a range, so it gets
+    /// a range one millisecond wide, and its lease, the range's end, is that timeout too.
+    pub fn to_openraft(&self, id: u64) -> Result<Arc<Config>, RegionConfigError> {
+        let timeout = self.election_timeout_ms_for(id);
         let c = Config {
             cluster_name: self.cluster_name.clone(),
             heartbeat_interval: self.heartbeat_ms,
-            election_timeout_min: self.election_timeout_ms_min,
-            election_timeout_max: self.election_timeout_ms_max,
+            election_timeout_min: timeout,
+            election_timeout_max: timeout + 1,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_logs_since_last),
             max_in_snapshot_log_to_keep: self.logs_kept_after_snapshot,
             // Purging in steps much larger than the log kept would keep far more than asked.
@@ -119,11 +141,31 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_fail_over_within_3_s() {
         let c = RegionConfig::default();
-        assert!(c.to_openraft().is_ok());
-        // The old leader's lease (the longest timeout) plus the longest election timeout:
-        // a new leader within 1.8 s, before the vote round.
+        for id in 1..=5 {
+            assert!(c.to_openraft(id).is_ok());
+        }
+        // A follower campaigns after its lease and its timeout, both its own timeout: a new
+        // leader within 1.7 s of the last heartbeat even for the slowest id, before the vote.
         assert!(2 * c.election_timeout_ms_max < 3000);
         assert!(c.heartbeat_ms * 3 <= c.election_timeout_ms_min);
+    }
+
+    #[test]
+    fn node_ids_get_distinct_election_timeouts_that_win_in_one_round() {
+        let c = RegionConfig::default();
+        let timeouts: Vec<u64> = (1..=5).map(|id| c.election_timeout_ms_for(id)).collect();
+        assert_eq!(timeouts, vec![450, 540, 630, 720, 810]);
+        assert_eq!(c.election_timeout_ms_for(6), 450, "ids wrap around every 5");
+        assert_eq!(c.election_timeout_ms_for(0), 450);
+        // The first follower to campaign does so after twice its timeout; every other
+        // follower's lease (its own timeout) has run out by then, so it grants the vote.
+        let first = timeouts[0];
+        assert!(timeouts.iter().all(|t| *t < 2 * first));
+        let openraft = c.to_openraft(2).unwrap();
+        assert_eq!(
+            (openraft.election_timeout_min, openraft.election_timeout_max),
+            (540, 541)
+        );
     }
 
     #[test]
@@ -132,6 +174,6 @@ mod tests {
             heartbeat_ms: 1000,
             ..RegionConfig::default()
         };
-        assert!(c.to_openraft().is_err());
+        assert!(c.to_openraft(1).is_err());
     }
 }

@@ -120,7 +120,7 @@ impl NodeRegion {
         };
         // Snapshots follow the log's bytes, not openraft's entry count (see
         // node_snapshot.rs): the node asks for them.
-        let mut config = (*cfg.raft.to_openraft()?).clone();
+        let mut config = (*cfg.raft.to_openraft(cfg.id)?).clone();
         config.snapshot_policy = SnapshotPolicy::Never;
         let raft = Raft::new(
             cfg.id,

@@ -541,7 +541,7 @@ mod tests {
             )
             .expect("bind 2"),
         );
-        let config = RegionConfig::default().to_openraft().expect("config");
+        let config = RegionConfig::default().to_openraft(1).expect("config");
         let store = RegionStore::open(dir.path().join("n2.redb")).expect("store");
         let (raft2, _) = start_on(2, config, store, t2.clone()).await.expect("start");
         let serving = t2.serve(raft2.clone());
@@ -612,7 +612,7 @@ mod tests {
         let tls = tls();
         let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
         let t1 = QuicTransport::bind_with(any, &tls, None).expect("bind 1");
-        let config = RegionConfig::default().to_openraft().expect("config");
+        let config = RegionConfig::default().to_openraft(1).expect("config");
         let mut peers = Vec::new();
         for id in [2u64, 3] {
             let t = Arc::new(QuicTransport::bind_with(any, &tls, None).expect("bind"));

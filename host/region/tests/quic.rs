@@ -34,7 +34,7 @@ struct Node {
 }
 
 async fn start_nodes(dir: &std::path::Path, tls: &RegionTls) -> BTreeMap<NodeId, Node> {
-    let config = RegionConfig::default().to_openraft().expect("config");
+    let config = RegionConfig::default().to_openraft(1).expect("config");
     let mut nodes = BTreeMap::new();
     for id in 1..=3u64 {
         let transport = Arc::new(

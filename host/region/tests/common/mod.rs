@@ -96,7 +96,7 @@ impl Cluster {
     /// Starts (or restarts) node `id` on its file. A crashed incarnation's tasks may still
     /// hold the file for a moment; wait for them, boundedly.
     pub async fn start(&mut self, id: NodeId) {
-        let config = self.config.to_openraft().expect("valid config");
+        let config = self.config.to_openraft(id).expect("valid config");
         for _ in 0..REOPEN_ATTEMPTS_MAX {
             let opened = self.open(id);
             let started = match opened {
