@@ -28,14 +28,14 @@ const TERN: &str = env!("CARGO_BIN_EXE_tern");
 const STREAM: &str = "orders";
 const NODES: usize = 3;
 const DRAIN_WITHIN: Duration = Duration::from_secs(60);
-/// A new leader is expected within a few election timeouts (450-900 ms each).
+/// A new leader is expected within a few election timeouts (450-810 ms each, by node id).
 const LEADER_WITHIN: Duration = Duration::from_secs(15);
 /// Replicas agree on the stream within this once writes stop (a wiped follower replays the
 /// whole log).
 const CONVERGE_WITHIN: Duration = Duration::from_secs(30);
 /// No test runs longer than this, whatever hangs.
 const TEST_WITHIN: Duration = Duration::from_secs(240);
-/// Longer than the lease and the longest election timeout (900 ms each): the others elect
+/// Longer than twice the longest election timeout of the nodes (810 ms): the others elect
 /// a new leader.
 const LEADER_FAULT: Duration = Duration::from_secs(3);
 
