@@ -63,7 +63,9 @@ pub struct ClusterConfig {
     pub ca_dir: Option<PathBuf>,
     /// Leader heartbeat interval.
     pub heartbeat_ms: u64,
-    /// Randomized election timeout range: failover takes about one timeout plus a vote.
+    /// Election timeout range: each node's timeout is a fixed point of it chosen by its id
+    /// (see `tern_region::RegionConfig::election_timeout_ms_for`); a new leader follows
+    /// about twice the fastest live follower's timeout after the old one died.
     pub election_timeout_ms_min: u64,
     pub election_timeout_ms_max: u64,
     /// Snapshot the store once the log since the last snapshot holds this many bytes (and

@@ -131,7 +131,8 @@ fn one_seed_replays_identically() {
 }
 
 async fn run(seed: u64) -> Result<Tally, String> {
-    // Elections (openraft's randomized timeouts) follow the seed too.
+    // What openraft draws at random (each node's timeout within its 1 ms range, as in
+    // production: the timeouts themselves are fixed by node id) follows the seed too.
     tern_region::seed_thread_rng(seed);
     let mut rng = StdRng::seed_from_u64(seed);
     // Snapshot and purge often so installs and purges happen under faults too.
