@@ -230,12 +230,14 @@ impl Plugin {
     ) -> Result<Vec<Option<String>>, PluginError> {
         let payloads = self.payloads_for(batch.len(), payloads)?;
         check_payloads(message::payloads_match(batch, payloads))?;
-        let encoded = message::message_batch(batch, payloads);
         self.call(
             HookKind::DedupKey,
             batch.len(),
             |store, func| match func {
-                HookFunc::DedupKey(f) => f.call(store, (stream, &encoded)).map(|(r,)| r),
+                HookFunc::DedupKey(f) => {
+                    let encoded = message::message_batch(batch, payloads);
+                    f.call(store, (stream, &encoded)).map(|(r,)| r)
+                }
                 _ => unreachable!("the hook was checked against the function kind"),
             },
             |out| {
@@ -257,12 +259,14 @@ impl Plugin {
     ) -> Result<Vec<Routing>, PluginError> {
         let payloads = self.payloads_for(batch.len(), payloads)?;
         check_payloads(message::payloads_match(batch, payloads))?;
-        let encoded = message::message_batch(batch, payloads);
         self.call(
             HookKind::Route,
             batch.len(),
             |store, func| match func {
-                HookFunc::Route(f) => f.call(store, (stream, &encoded)).map(|(r,)| r),
+                HookFunc::Route(f) => {
+                    let encoded = message::message_batch(batch, payloads);
+                    f.call(store, (stream, &encoded)).map(|(r,)| r)
+                }
                 _ => unreachable!("the hook was checked against the function kind"),
             },
             |out| {
@@ -283,12 +287,14 @@ impl Plugin {
     ) -> Result<Vec<Allowed>, PluginError> {
         let payloads = self.payloads_for(batch.len(), payloads)?;
         check_payloads(message::payloads_match(batch, payloads))?;
-        let encoded = message::message_batch(batch, payloads);
         self.call(
             HookKind::Residency,
             batch.len(),
             |store, func| match func {
-                HookFunc::Residency(f) => f.call(store, (stream, hop, &encoded)).map(|(r,)| r),
+                HookFunc::Residency(f) => {
+                    let encoded = message::message_batch(batch, payloads);
+                    f.call(store, (stream, hop, &encoded)).map(|(r,)| r)
+                }
                 _ => unreachable!("the hook was checked against the function kind"),
             },
             |out| {
@@ -308,12 +314,14 @@ impl Plugin {
     ) -> Result<Vec<Winner>, PluginError> {
         let payloads = self.payloads_for(batch.len(), payloads)?;
         check_payloads(message::pair_payloads_match(batch, payloads))?;
-        let encoded = message::conflict_batch(batch, payloads);
         self.call(
             HookKind::Resolve,
             batch.len(),
             |store, func| match func {
-                HookFunc::Resolve(f) => f.call(store, (stream, &encoded)).map(|(r,)| r),
+                HookFunc::Resolve(f) => {
+                    let encoded = message::conflict_batch(batch, payloads);
+                    f.call(store, (stream, &encoded)).map(|(r,)| r)
+                }
                 _ => unreachable!("the hook was checked against the function kind"),
             },
             |out| check_len(out.len(), batch.len()),
