@@ -44,7 +44,12 @@ impl NodeProcess {
             .arg("--listen")
             .arg(self.addr.to_string())
             .args(&self.args)
-            .env("RUST_LOG", "warn")
+            // `TERN_NODE_LOG` sets the nodes' log filter (e.g. openraft's elections at
+            // `info`) without the test process's own logs; warnings and errors otherwise.
+            .env(
+                "RUST_LOG",
+                std::env::var("TERN_NODE_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
         if let Some(f) = &self.partition_file {
