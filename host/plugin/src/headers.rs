@@ -1,8 +1,9 @@
-//! Message headers as the node passes them to plugins (`message.headers`): the protocol's
-//! `headers` encoding (docs/protocol.md: u16 count, then per header a u16 name length, the
-//! name, a u16 value length, the value; big-endian lengths, UTF-8 text), so the broker can
-//! hand over the bytes it already has. One source for both sides: the guest SDK compiles
-//! this file as `tern_sdk::headers`, so node and plugins cannot disagree on the bytes.
+//! Message headers as the node passes them to plugins (a message's `headers` in a batch,
+//! see `batch.rs`): the protocol's `headers` encoding (docs/protocol.md: u16 count, then per
+//! header a u16 name length, the name, a u16 value length, the value; big-endian lengths,
+//! UTF-8 text), so the broker can hand over the bytes it already has. One source for both
+//! sides: the guest SDK compiles this file as `tern_sdk::headers`, so node and plugins cannot
+//! disagree on the bytes.
 
 /// The encoding of no headers.
 pub const EMPTY: [u8; 2] = [0, 0];
