@@ -115,19 +115,8 @@ impl Plugin {
                 e,
             )
         })?;
-        let mut params = params;
-        params.sort();
-        let mut plugin = Self {
-            engine: engine.clone(),
-            id,
-            digest,
-            params: Arc::new(params),
-            budget,
-            code: Ok(Code { pre, exports }),
-            info: no_info(),
-            metrics,
-            idle: Mutex::new(Vec::new()),
-        };
+        let code = Ok(Code { pre, exports });
+        let mut plugin = Self::with_code(engine, id, digest, params, budget, metrics, code);
         let mut ready = plugin.instantiate().map_err(|e| match e {
             PluginError::WrongWorld { .. } => e,
             other => PluginError::invalid("instantiating it failed", other),
@@ -152,16 +141,33 @@ impl Plugin {
         metrics: Arc<PluginMetrics>,
         reason: String,
     ) -> Self {
-        let mut params = params;
+        let digest = Digest::of(bytes);
+        let budget = engine.budget();
+        Self::with_code(engine, id, digest, params, budget, metrics, Err(reason))
+    }
+
+    /// A plugin around `code`, before its `info` export is asked (nothing reported yet).
+    fn with_code(
+        engine: &PluginEngine,
+        id: PluginId,
+        digest: Digest,
+        mut params: Vec<(String, String)>,
+        budget: Budget,
+        metrics: Arc<PluginMetrics>,
+        code: Result<Code, String>,
+    ) -> Self {
         params.sort();
         Self {
             engine: engine.clone(),
             id,
-            digest: Digest::of(bytes),
+            digest,
             params: Arc::new(params),
-            budget: engine.budget(),
-            code: Err(reason),
-            info: no_info(),
+            budget,
+            code,
+            info: HookInfo {
+                reads_payload: false,
+                sdk_version: String::new(),
+            },
             metrics,
             idle: Mutex::new(Vec::new()),
         }
@@ -506,14 +512,6 @@ impl Plugin {
                 source: err.into(),
             },
         }
-    }
-}
-
-/// What a plugin reports before (or without) its `info` export being called.
-fn no_info() -> HookInfo {
-    HookInfo {
-        reads_payload: false,
-        sdk_version: String::new(),
     }
 }
 
