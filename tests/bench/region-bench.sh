@@ -41,6 +41,8 @@ for r in $(seq 1 "$ROUNDS"); do
   workloads "single node" $S
   workloads "region of 3 (quorum)" $R
   workloads "region of 3 (ack level leader)" $R --ack leader
+  echo "## resident memory (KiB): single node, region nodes 1-3"
+  ps -o rss= -p $SINGLE ${NODES[1]} ${NODES[2]} ${NODES[3]} | tr '\n' ' '; echo
 done
 echo "## region of 3: steady 5,000 msg/s for 20 s"
 $T bench pub $R --rate 5000 --duration 20 2>&1 | tail -2

@@ -246,6 +246,7 @@ async fn join_region(config: &Config, store: &Store) -> Result<tern_region::Node
         members,
         listen: c.listen,
         log_path: config.data_dir.join("region.redb"),
+        log_cache_bytes: config.storage.cache_bytes,
         snapshot_dir: config.data_dir.join("region-snapshots"),
         tls: tern_region::quic::RegionTls {
             ca: certs.ca,

@@ -65,6 +65,8 @@ pub struct NodeRegionConfig {
     pub listen: std::net::SocketAddr,
     /// The Raft log's redb file.
     pub log_path: PathBuf,
+    /// The page cache of the log's redb file.
+    pub log_cache_bytes: usize,
     /// Where snapshots of the store are kept (node_snapshot.rs).
     pub snapshot_dir: PathBuf,
     pub tls: RegionTls,
@@ -105,7 +107,7 @@ impl NodeRegion {
     /// region whose log is empty everywhere; the others wait to hear from it.
     pub async fn start(cfg: NodeRegionConfig, store: Store) -> Result<NodeRegion, NodeRegionError> {
         let in_log = InLog::default();
-        let (log, log_closed) = RegionStore::open(&cfg.log_path)
+        let (log, log_closed) = RegionStore::open_with_cache(&cfg.log_path, cfg.log_cache_bytes)
             .and_then(|s| s.log.on_stored(in_log.hook(cfg.id)).with_writer_thread())
             .map_err(crate::StartError::from)?;
         let transport = Arc::new(QuicTransport::bind(cfg.listen, &cfg.tls)?);

@@ -15,6 +15,10 @@ use crate::log_store::LogStore;
 use crate::state_machine::{StateMachine, StateReader};
 use crate::tables::*;
 
+/// The page cache of a region file opened without an explicit size (16 MiB, the store's
+/// default too).
+pub const CACHE_BYTES_DEFAULT: usize = 16 * 1024 * 1024;
+
 /// The storage of one region node, split the way openraft wants it.
 pub struct RegionStore {
     pub log: LogStore,
@@ -24,10 +28,27 @@ pub struct RegionStore {
 }
 
 impl RegionStore {
-    /// Opens (or creates) the redb file at `path`, creating the region tables and format
-    /// marker on a new file and refusing a file of an unknown format.
+    /// Opens (or creates) the redb file at `path` with a page cache of
+    /// [`CACHE_BYTES_DEFAULT`], creating the region tables and format marker on a new file
+    /// and refusing a file of an unknown format.
     pub fn open(path: impl AsRef<Path>) -> Result<RegionStore, RegionStoreError> {
-        RegionStore::from_db(Database::create(path.as_ref())?)
+        RegionStore::open_with_cache(path, CACHE_BYTES_DEFAULT)
+    }
+
+    /// [`RegionStore::open`] with a page cache of `cache_bytes`.
+    ///
+    /// redb's own default is 1 GiB, and a region's log writes about a gigabyte per million
+    /// 1 KiB messages, so under load that cache filled and a node's resident memory
+    /// reached 1.2 GiB. Replication reads recent entries from the log's tail in memory
+    /// (log_writer.rs), so the cache serves only older reads and the node's own bookkeeping.
+    pub fn open_with_cache(
+        path: impl AsRef<Path>,
+        cache_bytes: usize,
+    ) -> Result<RegionStore, RegionStoreError> {
+        let db = Database::builder()
+            .set_cache_size(cache_bytes)
+            .create(path.as_ref())?;
+        RegionStore::from_db(db)
     }
 
     /// Opens region storage on a custom redb backend (the tests' power-loss backend).
