@@ -68,8 +68,9 @@ pub struct ClusterConfig {
     /// about twice the fastest live follower's timeout after the old one died.
     pub election_timeout_ms_min: u64,
     pub election_timeout_ms_max: u64,
-    /// Snapshot the store once the log since the last snapshot holds this many bytes (and
-    /// at least as many as that snapshot); the log behind a snapshot is purged.
+    /// Snapshot the store once the log since the last snapshot holds this many bytes; the
+    /// log behind a snapshot is purged. A snapshot is a durable commit of the store; the
+    /// store is written out only to be sent to a member that needs it.
     pub snapshot_log_bytes: u64,
     /// Log entries kept behind the last snapshot, so a member that was briefly away
     /// catches up from the log instead of a whole snapshot.

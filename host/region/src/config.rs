@@ -39,12 +39,12 @@ pub struct RegionConfig {
     /// the smallest timeout while max < 2 x min) have run out by then, so it wins in one
     /// round: a new leader 0.9-1.1 s after the old one died, for node ids 1-3.
     pub election_timeout_ms_max: u64,
-    /// A node's store: build a snapshot once the log applied since the last one holds this
-    /// many bytes, and at least as many as that snapshot. Default 512 MiB.
+    /// A node's store: take a snapshot once the log applied since the last one holds this
+    /// many bytes, and let openraft purge the log behind it. Default 64 MiB.
     ///
-    /// A store snapshot copies every table (node_snapshot.rs), so its cost grows with what
-    /// the streams retain: tying it to the log's bytes, and to the last snapshot's size,
-    /// keeps the snapshot writes at most about as large as the log writes they let go.
+    /// Taking one costs a durable commit of the store, not a copy of it: the store is
+    /// written out only when a member needs it sent (node_snapshot.rs). So this bounds the
+    /// log on disk (this much plus `logs_kept_after_snapshot` entries) at little cost.
     pub snapshot_log_bytes: u64,
     /// The key-value state machine ([`crate::StateMachine`]): build a snapshot after this
     /// many entries since the last one. Default 10,000.
@@ -72,7 +72,7 @@ impl Default for RegionConfig {
             heartbeat_ms: 150,
             election_timeout_ms_min: 450,
             election_timeout_ms_max: 900,
-            snapshot_log_bytes: 512 * 1024 * 1024,
+            snapshot_log_bytes: 64 * 1024 * 1024,
             snapshot_logs_since_last: 10_000,
             logs_kept_after_snapshot: 1_000,
             purge_batch_entries: 256,

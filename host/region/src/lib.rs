@@ -50,6 +50,7 @@ pub use log_store::LogStore;
 pub use log_writer::{LogClosed, OnStored};
 pub use network::{serve, Connection, Network, RaftReply, RaftRpc, Transport, TransportError};
 pub use node::{NodeRegion, NodeRegionConfig, NodeRegionError, StoreMachine, StoreSnapshotBuilder};
+pub use node_snapshot::PendingSnapshot;
 pub use router::Router;
 pub use runtime::{seed_thread_rng, TernRuntime};
 pub use snapshot_data::SnapshotData;

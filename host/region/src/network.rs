@@ -10,16 +10,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
+    Fatal, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed,
+    StreamingError, Timeout, Unreachable,
 };
+use openraft::network::snapshot_transport::{Chunked, SnapshotTransport};
 use openraft::network::{RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+    SnapshotResponse, VoteRequest, VoteResponse,
 };
+use openraft::{OptionalSend, Vote};
 
 use crate::limits::RPC_TIMEOUT_MS_MAX;
-use crate::{NodeAddr, NodeId, Raft, TypeConfig};
+use crate::{NodeAddr, NodeId, Raft, Snapshot, SnapshotData, TypeConfig};
 
 /// One Raft message from a node to a peer of its region.
 #[derive(Debug)]
@@ -156,6 +159,31 @@ impl<T: Transport> Connection<T> {
 }
 
 impl<T: Transport> RaftNetwork<TypeConfig> for Connection<T> {
+    /// Sends a whole snapshot in chunks, writing a store snapshot out to a file first
+    /// (node_snapshot.rs): here, on the task that sends it, not on the state machine's.
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote<NodeId>,
+        mut snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
+        let data = std::mem::replace(&mut *snapshot.snapshot, SnapshotData::memory());
+        *snapshot.snapshot = match data {
+            SnapshotData::Pending(pending) => {
+                match tokio::task::spawn_blocking(move || pending.write_file()).await {
+                    Ok(Ok(file)) => SnapshotData::File(tokio::fs::File::from_std(file)),
+                    // Not a storage error: openraft stops a leader on those. A transfer that
+                    // cannot be written (a full disk) is retried after a backoff instead.
+                    Ok(Err(e)) => return Err(StreamingError::Unreachable(Unreachable::new(&e))),
+                    Err(e) => return Err(StreamingError::Unreachable(Unreachable::new(&e))),
+                }
+            }
+            written => written,
+        };
+        Chunked::send_snapshot(self, vote, snapshot, cancel, option).await
+    }
+
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,

@@ -112,7 +112,7 @@ impl NodeRegion {
             .map_err(crate::StartError::from)?;
         let transport = Arc::new(QuicTransport::bind(cfg.listen, &cfg.tls)?);
         let waiters = Waiters::default();
-        let snapshots = Snapshots::open(cfg.snapshot_dir.clone(), store.clone(), cfg.id)
+        let snapshots = Snapshots::open(cfg.snapshot_dir.clone(), store.clone())
             .map_err(crate::StartError::from)?;
         let machine = StoreMachine {
             store: store.clone(),
@@ -661,6 +661,6 @@ impl RaftStateMachine<TypeConfig> for StoreMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError<NodeId>> {
-        self.snapshots.current().raft(Doing::ReadSnapshot)
+        self.snapshots.current().await.raft(Doing::ReadSnapshot)
     }
 }

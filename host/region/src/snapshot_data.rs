@@ -1,6 +1,7 @@
 //! Where a snapshot's bytes live while openraft moves them: in memory (the small state of
-//! [`crate::StateMachine`]) or in a file (a node's store, which can be far larger than
-//! memory should hold).
+//! [`crate::StateMachine`]), in a file (a node's store, which can be far larger than
+//! memory should hold), or not written out yet (a node's store before a transfer: the
+//! network writes it to a file first, see node_snapshot.rs).
 
 use std::io::{Cursor, SeekFrom};
 use std::pin::Pin;
@@ -13,6 +14,13 @@ use tokio::io::{AsyncRead, AsyncSeek, AsyncWrite, ReadBuf};
 pub enum SnapshotData {
     Memory(Cursor<Vec<u8>>),
     File(tokio::fs::File),
+    /// A store snapshot not written out yet; reading, writing or seeking it fails until
+    /// [`crate::PendingSnapshot::write_file`] has made it a `File`.
+    Pending(Box<crate::PendingSnapshot>),
+}
+
+fn pending() -> std::io::Error {
+    std::io::Error::other("a store snapshot is written to a file before it is read")
 }
 
 impl SnapshotData {
@@ -25,7 +33,7 @@ impl SnapshotData {
     pub fn as_memory(&self) -> Option<&Vec<u8>> {
         match self {
             SnapshotData::Memory(c) => Some(c.get_ref()),
-            SnapshotData::File(_) => None,
+            SnapshotData::File(_) | SnapshotData::Pending(_) => None,
         }
     }
 }
@@ -39,6 +47,7 @@ impl AsyncRead for SnapshotData {
         match self.get_mut() {
             SnapshotData::Memory(c) => Pin::new(c).poll_read(cx, buf),
             SnapshotData::File(f) => Pin::new(f).poll_read(cx, buf),
+            SnapshotData::Pending(_) => Poll::Ready(Err(pending())),
         }
     }
 }
@@ -52,6 +61,7 @@ impl AsyncWrite for SnapshotData {
         match self.get_mut() {
             SnapshotData::Memory(c) => Pin::new(c).poll_write(cx, buf),
             SnapshotData::File(f) => Pin::new(f).poll_write(cx, buf),
+            SnapshotData::Pending(_) => Poll::Ready(Err(pending())),
         }
     }
 
@@ -59,6 +69,7 @@ impl AsyncWrite for SnapshotData {
         match self.get_mut() {
             SnapshotData::Memory(c) => Pin::new(c).poll_flush(cx),
             SnapshotData::File(f) => Pin::new(f).poll_flush(cx),
+            SnapshotData::Pending(_) => Poll::Ready(Err(pending())),
         }
     }
 
@@ -66,6 +77,7 @@ impl AsyncWrite for SnapshotData {
         match self.get_mut() {
             SnapshotData::Memory(c) => Pin::new(c).poll_shutdown(cx),
             SnapshotData::File(f) => Pin::new(f).poll_shutdown(cx),
+            SnapshotData::Pending(_) => Poll::Ready(Err(pending())),
         }
     }
 }
@@ -75,6 +87,7 @@ impl AsyncSeek for SnapshotData {
         match self.get_mut() {
             SnapshotData::Memory(c) => Pin::new(c).start_seek(position),
             SnapshotData::File(f) => Pin::new(f).start_seek(position),
+            SnapshotData::Pending(_) => Err(pending()),
         }
     }
 
@@ -82,6 +95,7 @@ impl AsyncSeek for SnapshotData {
         match self.get_mut() {
             SnapshotData::Memory(c) => Pin::new(c).poll_complete(cx),
             SnapshotData::File(f) => Pin::new(f).poll_complete(cx),
+            SnapshotData::Pending(_) => Poll::Ready(Err(pending())),
         }
     }
 }
