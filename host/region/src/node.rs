@@ -67,7 +67,7 @@ pub struct NodeRegionConfig {
     pub log_path: PathBuf,
     /// The page cache of the log's redb file.
     pub log_cache_bytes: usize,
-    /// Where snapshots of the store are kept (node_snapshot.rs).
+    /// Where snapshots of the store are written for a transfer and received (node_snapshot.rs).
     pub snapshot_dir: PathBuf,
     pub tls: RegionTls,
     pub raft: RegionConfig,
