@@ -279,7 +279,7 @@ impl Default for StorageConfig {
         StorageConfig {
             commit_msgs_max: 8192,
             queue_ops_max: 4096,
-            cache_bytes: 16 * 1024 * 1024,
+            cache_bytes: tern_store::CACHE_BYTES_DEFAULT,
             dedup_window_ms: 24 * 3600 * 1000,
             purge_interval_ms: 1000,
         }

@@ -15,10 +15,6 @@ use crate::log_store::LogStore;
 use crate::state_machine::{StateMachine, StateReader};
 use crate::tables::*;
 
-/// The page cache of a region file opened without an explicit size (16 MiB, the store's
-/// default too).
-pub const CACHE_BYTES_DEFAULT: usize = 16 * 1024 * 1024;
-
 /// The storage of one region node, split the way openraft wants it.
 pub struct RegionStore {
     pub log: LogStore,
@@ -28,11 +24,11 @@ pub struct RegionStore {
 }
 
 impl RegionStore {
-    /// Opens (or creates) the redb file at `path` with a page cache of
-    /// [`CACHE_BYTES_DEFAULT`], creating the region tables and format marker on a new file
-    /// and refusing a file of an unknown format.
+    /// Opens (or creates) the redb file at `path` with the store's default page cache
+    /// ([`tern_store::CACHE_BYTES_DEFAULT`]), creating the region tables and format marker
+    /// on a new file and refusing a file of an unknown format.
     pub fn open(path: impl AsRef<Path>) -> Result<RegionStore, RegionStoreError> {
-        RegionStore::open_with_cache(path, CACHE_BYTES_DEFAULT)
+        RegionStore::open_with_cache(path, tern_store::CACHE_BYTES_DEFAULT)
     }
 
     /// [`RegionStore::open`] with a page cache of `cache_bytes`.

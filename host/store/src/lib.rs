@@ -24,6 +24,11 @@ use tern_proto::{AckLevel, PubMessage, Receipt, StartPosition, StreamConfig, Str
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use backend::FaultSwitch;
+
+/// The redb page cache of a store opened with default options (16 MiB): larger caches
+/// raised memory, not throughput (docs/benchmarks.md).
+pub const CACHE_BYTES_DEFAULT: usize = 16 * 1024 * 1024;
+
 pub use change::{Change, LogEntry, Outcome};
 pub use error::StoreError;
 pub use records::{GroupRecord, Prepared, StoredMessage};
@@ -61,7 +66,7 @@ impl StoreOptions {
             dedup_window_ms_default: 24 * 3600 * 1000,
             commit_msgs_max: 8192,
             queue_ops_max: 4096,
-            cache_bytes: 16 * 1024 * 1024,
+            cache_bytes: CACHE_BYTES_DEFAULT,
             faults: Arc::default(),
         }
     }
