@@ -19,7 +19,7 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 use crate::codec;
 use crate::error::{Doing, IntoRaft, RegionStoreError};
 use crate::limits::REPLICATION_BATCH_BYTES_MAX;
-use crate::log_writer::{LogClosed, OnStored, WriteOp, Writer};
+use crate::log_writer::{last_purged, LogClosed, OnStored, WriteOp, Writer};
 use crate::tables::*;
 use crate::{Command, Entry, NodeId, TypeConfig};
 
@@ -94,8 +94,10 @@ impl LogStore {
             Bound::Unbounded => 0,
         };
         // The tail first: what it drops meanwhile is on disk, below where it starts now.
-        let (tail_start, mut cached) = {
+        let (start, tail_start, mut cached) = {
             let tail = self.writer.tail();
+            // Purged entries may still be in the file for a while; they are not the log.
+            let start = start.max(after(tail.purged()));
             let Some(first) = tail.first_index() else {
                 drop(tail);
                 return Ok(self.disk_entries(Bound::Included(start), end, bytes_max)?.0);
@@ -109,7 +111,7 @@ impl LogStore {
                 }
                 cached.push((entry.clone(), size));
             }
-            (first, cached)
+            (start, first, cached)
         };
         let mut out = Vec::new();
         let mut bytes = 0usize;
@@ -143,6 +145,12 @@ impl LogStore {
         bytes_max: usize,
     ) -> Result<(Vec<Entry>, usize), RegionStoreError> {
         let txn = self.db.begin_read()?;
+        let first = after(last_purged(&txn.open_table(RAFT_META)?)?);
+        let start = match start {
+            Bound::Included(s) if s >= first => Bound::Included(s),
+            Bound::Excluded(s) if s >= first => Bound::Excluded(s),
+            _ => Bound::Included(first),
+        };
         let log = txn.open_table(LOG)?;
         let mut out = Vec::new();
         let mut bytes = 0usize;
@@ -167,16 +175,22 @@ impl LogStore {
     }
 
     fn log_state(&self) -> Result<LogState<TypeConfig>, RegionStoreError> {
-        let last_purged_log_id = self.read_meta(META_PURGED, "last purged log id")?;
+        let (held_last, held_purged) = {
+            let tail = self.writer.tail();
+            (tail.last_log_id(), tail.purged())
+        };
         let txn = self.db.begin_read()?;
+        let last_purged_log_id = last_purged(&txn.open_table(RAFT_META)?)?.max(held_purged);
         let log = txn.open_table(LOG)?;
-        let last = match (self.writer.tail().last_log_id(), log.last()?) {
+        let last = match (held_last, log.last()?) {
             (Some(held), _) => Some(held),
             (None, Some((_, v))) => Some(codec::decode_entry_log_id(v.value())?),
             (None, None) => None,
         };
+        // An empty log, or one whose entries are all purged and not yet removed, ends at
+        // the purge point.
         Ok(LogState {
-            last_log_id: last.or(last_purged_log_id),
+            last_log_id: last.max(last_purged_log_id),
             last_purged_log_id,
         })
     }
@@ -218,6 +232,11 @@ impl LogStore {
         });
         Ok(())
     }
+}
+
+/// The first index after a purge point.
+fn after(purged: Option<LogId<NodeId>>) -> u64 {
+    purged.map_or(0, |p| p.index.saturating_add(1))
 }
 
 fn bounds<RB: RangeBounds<u64>>(range: &RB) -> (Bound<u64>, Bound<u64>) {
@@ -332,12 +351,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .raft(Doing::WriteLogs)
     }
 
+    /// Queued, not waited for: openraft awaits this in its core loop, where heartbeats and
+    /// appends would wait behind it. The purge point is what the log reports at once; it
+    /// reaches the file in order with the writes around it, and a crash before it does
+    /// only leaves entries the snapshot already holds.
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
-        self.writer.tail().purge(log_id.index);
-        self.writer
-            .submit_and_wait(|done| WriteOp::Purge { log_id, done })
-            .await
-            .raft(Doing::WriteLogs)
+        self.writer.tail().purge(log_id);
+        self.writer.submit(WriteOp::Purge { log_id });
+        Ok(())
     }
 }
 
@@ -545,5 +566,79 @@ mod tests {
         assert_eq!(st.last_purged_log_id, Some(log_id(1, 1, 2)));
         assert_eq!(st.last_log_id, Some(log_id(1, 1, 8)));
         assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(3, 1)));
+    }
+
+    fn rows_in_file(log: &LogStore) -> Vec<u64> {
+        let txn = log.db.begin_read().unwrap();
+        let table = txn.open_table(LOG).unwrap();
+        table
+            .iter()
+            .unwrap()
+            .map(|row| row.unwrap().0.value())
+            .collect()
+    }
+
+    /// Waits (at most 10 s) until the file holds exactly `rows`.
+    async fn until_file_holds(log: &LogStore, rows: &[u64]) {
+        for _ in 0..1000 {
+            if rows_in_file(log) == rows {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(rows_in_file(log), rows, "purged entries left the file");
+    }
+
+    /// A purge returns before the entries leave the file: the log starts after the purge
+    /// point at once, and the writer removes the entries behind it in steps of a few.
+    #[tokio::test]
+    async fn a_purge_takes_effect_at_once_and_empties_the_file_in_steps() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (mut log, _closed) = RegionStore::open(dir.path().join("n.redb"))
+            .unwrap()
+            .log
+            .with_writer_thread()
+            .unwrap();
+        log.submit_append((1..=40).map(put).collect(), None)
+            .unwrap();
+        log.purge(log_id(1, 1, 30)).await.unwrap();
+        let st = log.get_log_state().await.unwrap();
+        assert_eq!(st.last_purged_log_id, Some(log_id(1, 1, 30)));
+        assert_eq!(st.last_log_id, Some(log_id(1, 1, 40)));
+        let read = log.try_get_log_entries(0..100).await.unwrap();
+        assert_eq!(indexes(&read), (31..=40).collect::<Vec<_>>());
+        until_file_holds(&log, &(31..=40).collect::<Vec<_>>()).await;
+        let from_disk = log.without_tail().get_log_state().await.unwrap();
+        assert_eq!(from_disk.last_purged_log_id, Some(log_id(1, 1, 30)));
+    }
+
+    /// Entries a crash left behind a recorded purge point are not part of the log, and a
+    /// writer that starts on the file removes them.
+    #[tokio::test]
+    async fn entries_left_behind_a_purge_point_are_removed_on_start() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("n.redb");
+        {
+            let log = RegionStore::open(&path).unwrap().log;
+            for i in 1..=12 {
+                raw_put(&log, i, &codec::encode_entry(&put(i)).unwrap());
+            }
+            raw_meta(
+                &log,
+                META_PURGED,
+                &codec::encode_opt_log_id(&Some(log_id(1, 1, 10))),
+            );
+        }
+        let (mut log, _closed) = RegionStore::open(&path)
+            .unwrap()
+            .log
+            .with_writer_thread()
+            .unwrap();
+        let st = log.get_log_state().await.unwrap();
+        assert_eq!(st.last_purged_log_id, Some(log_id(1, 1, 10)));
+        assert_eq!(st.last_log_id, Some(log_id(1, 1, 12)));
+        let read = log.try_get_log_entries(..).await.unwrap();
+        assert_eq!(indexes(&read), vec![11, 12]);
+        until_file_holds(&log, &[11, 12]).await;
     }
 }

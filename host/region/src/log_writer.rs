@@ -8,6 +8,14 @@
 //! openraft goes on: a leader sends entries to its followers while its own fsync runs,
 //! instead of after it.
 //!
+//! A purge records the new start of the log at once and removes the entries behind it
+//! afterwards, a bounded step per transaction: redb reads each entry it removes, and a
+//! log of 1 MiB batches purged in one transaction would hold up the appends queued behind
+//! it for as long as reading hundreds of MiB takes. A transaction of appends removes as
+//! many bytes as it appends (so removal keeps pace under any load), at least
+//! [`PURGE_STEP_BYTES`]; an idle writer removes the rest a step at a time, looking for new
+//! work between steps.
+//!
 //! The [`Tail`] holds every entry appended and not yet on disk (openraft may read an entry
 //! as soon as `append` returns), and the most recent ones beyond that up to
 //! [`TAIL_BYTES_MAX`], so replication reads recent entries from memory, not from redb.
@@ -18,7 +26,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use openraft::storage::LogFlushed;
 use openraft::LogId;
-use redb::{Database, Durability, ReadableTable, WriteTransaction};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, WriteTransaction};
 use tokio::sync::oneshot;
 
 use crate::codec;
@@ -34,6 +42,14 @@ pub(crate) const TAIL_BYTES_MAX: usize = 64 * 1024 * 1024;
 pub(crate) const TAIL_BYTES_MAX: usize = 2048;
 /// Most operations merged into one transaction.
 const BATCH_OPS_MAX: usize = 256;
+/// Bytes of purged entries a transaction removes at least (and at least one entry).
+const PURGE_STEP_BYTES: usize = 1024 * 1024;
+/// Purged entries one transaction removes, however small.
+#[cfg(not(test))]
+const PURGE_STEP_ENTRIES: usize = 1024;
+/// A few in unit tests, so a purge takes several steps.
+#[cfg(test)]
+const PURGE_STEP_ENTRIES: usize = 4;
 
 /// What one write reports back: the error text of a failed transaction (shared by every
 /// operation of its batch).
@@ -55,8 +71,9 @@ pub(crate) enum WriteOp {
     },
     /// Remove entries at and after `index`.
     Truncate { index: u64, done: Done },
-    /// Remove entries up to `log_id` and record it as the last purged.
-    Purge { log_id: LogId<NodeId>, done: Done },
+    /// Record `log_id` as the last purged; the entries up to it are removed afterwards,
+    /// a step at a time.
+    Purge { log_id: LogId<NodeId> },
     /// A meta value (vote, committed); `done` is answered after the commit.
     Meta {
         key: &'static str,
@@ -71,6 +88,14 @@ impl WriteOp {
         !matches!(self, WriteOp::Meta { durable: false, .. })
     }
 
+    /// Bytes of entries it appends.
+    fn bytes(&self) -> usize {
+        match self {
+            WriteOp::Append { rows, .. } => rows.iter().map(|(_, bytes)| bytes.len()).sum(),
+            _ => 0,
+        }
+    }
+
     fn write(&self, txn: &WriteTransaction) -> Result<(), RegionStoreError> {
         match self {
             WriteOp::Append { rows, .. } => {
@@ -83,7 +108,7 @@ impl WriteOp {
                 txn.open_table(LOG)?
                     .retain_in::<u64, _>(*index.., |_, _| false)?;
             }
-            WriteOp::Purge { log_id, .. } => purge(txn, log_id)?,
+            WriteOp::Purge { log_id } => record_purged(txn, log_id)?,
             WriteOp::Meta { key, value, .. } => {
                 txn.open_table(RAFT_META)?.insert(*key, value.as_slice())?;
             }
@@ -103,9 +128,10 @@ impl WriteOp {
                     flushed.log_io_completed(result.clone().map_err(std::io::Error::other));
                 }
             }
-            WriteOp::Truncate { done, .. } | WriteOp::Purge { done, .. } => {
+            WriteOp::Truncate { done, .. } => {
                 let _ = done.send(result.clone());
             }
+            WriteOp::Purge { .. } => {}
             WriteOp::Meta { done, .. } => {
                 if let Some(done) = done {
                     let _ = done.send(result.clone());
@@ -115,31 +141,135 @@ impl WriteOp {
     }
 }
 
-/// Removes entries up to and including `log_id` and records it as the last purged one,
-/// in one transaction so the log state never has a gap nobody accounts for.
-fn purge(txn: &WriteTransaction, log_id: &LogId<NodeId>) -> Result<(), RegionStoreError> {
+/// Records `log_id` as the last purged (openraft never purges backwards; the furthest
+/// point is kept if it ever asks).
+fn record_purged(txn: &WriteTransaction, log_id: &LogId<NodeId>) -> Result<(), RegionStoreError> {
     let mut meta = txn.open_table(RAFT_META)?;
-    let previous = match meta.get(META_PURGED)? {
-        Some(v) => codec::decode_opt_log_id(v.value(), "last purged log id")?,
-        None => None,
-    };
-    // openraft never purges backwards; keep the furthest point if it ever asks.
-    if previous.as_ref().is_some_and(|p| p.index >= log_id.index) {
+    if last_purged(&meta)?.is_some_and(|p| p.index >= log_id.index) {
         return Ok(());
     }
     meta.insert(
         META_PURGED,
         codec::encode_opt_log_id(&Some(*log_id)).as_slice(),
     )?;
-    txn.open_table(LOG)?
-        .retain_in(..=log_id.index, |_, _| false)?;
     Ok(())
 }
 
+pub(crate) fn last_purged(
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+) -> Result<Option<LogId<NodeId>>, RegionStoreError> {
+    match meta.get(META_PURGED)? {
+        Some(v) => Ok(codec::decode_opt_log_id(v.value(), "last purged log id")?),
+        None => Ok(None),
+    }
+}
+
+/// Removes one step of the entries at or below `upto` (the last purged index); true once
+/// none are left.
+fn purge_step(
+    txn: &WriteTransaction,
+    upto: u64,
+    bytes_max: usize,
+) -> Result<bool, RegionStoreError> {
+    let mut log = txn.open_table(LOG)?;
+    let mut removed = log.extract_from_if(..=upto, |_, _| true)?;
+    let (mut bytes, mut entries, started) = (0usize, 0usize, std::time::Instant::now());
+    let mut done = false;
+    while bytes < bytes_max && entries < PURGE_STEP_ENTRIES {
+        match removed.next() {
+            Some(row) => {
+                bytes += row?.1.value().len();
+                entries += 1;
+            }
+            None => {
+                done = true;
+                break;
+            }
+        }
+    }
+    if entries > 0 {
+        tracing::debug!(
+            upto,
+            entries,
+            bytes,
+            done,
+            us = started.elapsed().as_micros() as u64,
+            "purged entries removed"
+        );
+    }
+    Ok(done)
+}
+
+/// Where removing purged entries stands: the last purged index whose entries may still
+/// be in the file.
+#[derive(Default)]
+struct Backlog(Option<u64>);
+
+impl Backlog {
+    /// What a previous run left: entries at or below the recorded purge point.
+    fn on_disk(db: &Database) -> Backlog {
+        let read = || -> Result<Option<u64>, RegionStoreError> {
+            let txn = db.begin_read()?;
+            let meta = txn.open_table(RAFT_META)?;
+            Ok(last_purged(&meta)?.map(|id| id.index))
+        };
+        Backlog(read().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "region log: cannot read the purge point; purged entries stay until the next purge");
+            None
+        }))
+    }
+
+    fn pending(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// After `batch` is committed: its purges are recorded, so their entries may go.
+    fn recorded(&mut self, batch: &[WriteOp]) {
+        for op in batch {
+            if let WriteOp::Purge { log_id } = op {
+                self.0 = Some(self.0.unwrap_or(0).max(log_id.index));
+            }
+        }
+    }
+
+    /// Removes a step of the backlog in `txn`: at least `bytes` of entries, and at least
+    /// [`PURGE_STEP_BYTES`].
+    fn step(&mut self, txn: &WriteTransaction, bytes: usize) -> Result<(), RegionStoreError> {
+        if let Some(upto) = self.0 {
+            if purge_step(txn, upto, bytes.max(PURGE_STEP_BYTES))? {
+                self.0 = None;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes a step in a transaction of its own. Only the last step is fsynced: entries
+    /// a crash brings back are removed again, and redb reuses (or gives back to the file
+    /// system) the pages of removed entries only after a durable commit.
+    fn step_alone(&mut self, db: &Database) {
+        let done = (|| -> Result<(), RegionStoreError> {
+            let mut txn = db.begin_write()?;
+            self.step(&txn, 0)?;
+            if self.pending() {
+                txn.set_durability(Durability::None)?;
+            }
+            txn.commit()?;
+            Ok(())
+        })();
+        if let Err(e) = done {
+            // Left for the next purge; the log itself is consistent either way.
+            tracing::warn!(error = %e, "region log: removing purged entries failed");
+            self.0 = None;
+        }
+    }
+}
+
 /// Writes `batch` in one transaction (fsynced unless every operation is a non-durable meta
-/// write), then answers each operation and marks the tail's appends as on disk.
-fn write_batch(db: &Database, tail: &Mutex<Tail>, batch: Vec<WriteOp>) {
+/// write), with a step of the purge backlog, then answers each operation and marks the
+/// tail's appends as on disk.
+fn write_batch(db: &Database, tail: &Mutex<Tail>, batch: Vec<WriteOp>, backlog: &mut Backlog) {
     let durable = batch.iter().any(WriteOp::durable);
+    let appended: usize = batch.iter().map(WriteOp::bytes).sum();
     let (started, ops) = (std::time::Instant::now(), batch.len());
     let written = (|| -> Result<(), RegionStoreError> {
         let mut txn = db.begin_write()?;
@@ -149,6 +279,7 @@ fn write_batch(db: &Database, tail: &Mutex<Tail>, batch: Vec<WriteOp>) {
         for op in &batch {
             op.write(&txn)?;
         }
+        backlog.step(&txn, appended)?;
         txn.commit()?;
         Ok(())
     })();
@@ -160,6 +291,7 @@ fn write_batch(db: &Database, tail: &Mutex<Tail>, batch: Vec<WriteOp>) {
         "log written"
     );
     if result.is_ok() {
+        backlog.recorded(&batch);
         let seq = batch
             .iter()
             .filter_map(|op| match op {
@@ -212,7 +344,24 @@ impl Writer {
             .name("tern-region-log".into())
             .spawn(move || {
                 let (db, tail) = (thread_db, thread_tail);
-                while let Ok(first) = rx.recv() {
+                let mut backlog = Backlog::on_disk(&db);
+                loop {
+                    // With purged entries to remove, an idle moment goes to them.
+                    let first = if backlog.pending() {
+                        match rx.try_recv() {
+                            Ok(op) => op,
+                            Err(mpsc::TryRecvError::Empty) => {
+                                backlog.step_alone(&db);
+                                continue;
+                            }
+                            Err(mpsc::TryRecvError::Disconnected) => break,
+                        }
+                    } else {
+                        match rx.recv() {
+                            Ok(op) => op,
+                            Err(_) => break,
+                        }
+                    };
                     let mut batch = vec![first];
                     while batch.len() < BATCH_OPS_MAX {
                         match rx.try_recv() {
@@ -220,7 +369,7 @@ impl Writer {
                             Err(_) => break,
                         }
                     }
-                    write_batch(&db, &tail, batch);
+                    write_batch(&db, &tail, batch, &mut backlog);
                 }
                 drop(db);
                 let _ = closed_tx.send(());
@@ -241,7 +390,14 @@ impl Writer {
     /// Queues (or runs) `op`. A writer thread that is gone fails the operation.
     pub(crate) fn submit(&self, op: WriteOp) {
         match &self.thread {
-            None => write_batch(&self.db, &self.tail, vec![op]),
+            None => {
+                // Inline, a purge is finished before the call returns.
+                let mut backlog = Backlog::default();
+                write_batch(&self.db, &self.tail, vec![op], &mut backlog);
+                while backlog.pending() {
+                    backlog.step_alone(&self.db);
+                }
+            }
             Some(tx) => {
                 if let Err(mpsc::SendError(op)) = tx.send(op) {
                     op.finish(&Err("the region log writer stopped".into()));
@@ -290,6 +446,8 @@ pub(crate) struct Tail {
     /// Number of the last append; entries of appends up to `flushed_seq` are on disk.
     seq: u64,
     flushed_seq: u64,
+    /// The last purge asked for, which the file may not have recorded yet.
+    purged: Option<LogId<NodeId>>,
 }
 
 struct Cached {
@@ -346,12 +504,20 @@ impl Tail {
         }
     }
 
-    /// Removes entries up to and including `index`.
-    pub(crate) fn purge(&mut self, index: u64) {
-        let kept = self.entries.split_off(&index.saturating_add(1));
+    /// Removes entries up to and including `log_id`, and remembers it as the last purged.
+    pub(crate) fn purge(&mut self, log_id: LogId<NodeId>) {
+        if self.purged.is_some_and(|p| p.index >= log_id.index) {
+            return;
+        }
+        self.purged = Some(log_id);
+        let kept = self.entries.split_off(&log_id.index.saturating_add(1));
         for c in std::mem::replace(&mut self.entries, kept).into_values() {
             self.bytes -= c.bytes;
         }
+    }
+
+    pub(crate) fn purged(&self) -> Option<LogId<NodeId>> {
+        self.purged
     }
 
     pub(crate) fn first_index(&self) -> Option<u64> {
