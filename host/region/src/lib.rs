@@ -22,6 +22,7 @@ mod command;
 mod config;
 mod error;
 pub mod limits;
+mod log_rows;
 mod log_store;
 mod log_writer;
 mod network;

@@ -19,6 +19,7 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 use crate::codec;
 use crate::error::{Doing, IntoRaft, RegionStoreError};
 use crate::limits::REPLICATION_BATCH_BYTES_MAX;
+use crate::log_rows;
 use crate::log_writer::{last_purged, LogClosed, OnStored, WriteOp, Writer};
 use crate::tables::*;
 use crate::{Command, Entry, NodeId, TypeConfig};
@@ -152,16 +153,18 @@ impl LogStore {
             _ => Bound::Included(first),
         };
         let log = txn.open_table(LOG)?;
+        let parts = log_rows::open_parts(&txn)?;
         let mut out = Vec::new();
         let mut bytes = 0usize;
         for row in log.range::<u64>((start, end))? {
             let (k, v) = row?;
-            let size = v.value().len();
+            let whole = log_rows::whole(v.value(), k.value(), parts.as_ref())?;
+            let size = whole.len();
             if !out.is_empty() && bytes.saturating_add(size) > bytes_max {
                 break;
             }
             bytes = bytes.saturating_add(size);
-            let entry = codec::decode_entry(v.value())?;
+            let entry = codec::decode_entry(&whole)?;
             if entry.log_id.index != k.value() {
                 return Err(codec::CodecError {
                     what: "log entry",
@@ -184,7 +187,7 @@ impl LogStore {
         let log = txn.open_table(LOG)?;
         let last = match (held_last, log.last()?) {
             (Some(held), _) => Some(held),
-            (None, Some((_, v))) => Some(codec::decode_entry_log_id(v.value())?),
+            (None, Some((_, v))) => Some(codec::decode_entry_log_id(log_rows::head(v.value()))?),
             (None, None) => None,
         };
         // An empty log, or one whose entries are all purged and not yet removed, ends at
@@ -640,5 +643,45 @@ mod tests {
         let read = log.try_get_log_entries(..).await.unwrap();
         assert_eq!(indexes(&read), vec![11, 12]);
         until_file_holds(&log, &[11, 12]).await;
+    }
+
+    fn big(index: u64) -> Entry {
+        Entry {
+            log_id: log_id(1, 1, index),
+            payload: EntryPayload::Normal(crate::Command::Put {
+                key: format!("k{index}"),
+                value: vec![index as u8; 600 * 1024],
+            }),
+        }
+    }
+
+    /// Entries larger than a part are read back whole from the file, and truncation and
+    /// purge take their parts with them.
+    #[tokio::test]
+    async fn large_entries_are_stored_in_parts_and_removed_with_them() {
+        let (_dir, mut log) = store();
+        log.submit_append((1..=6).map(big).collect(), None).unwrap();
+        let from_disk = log.without_tail().try_get_log_entries(1..=6).await.unwrap();
+        assert_eq!(from_disk, (1..=6).map(big).collect::<Vec<_>>());
+        log.truncate(log_id(1, 1, 5)).await.unwrap();
+        log.purge(log_id(1, 1, 2)).await.unwrap();
+        let parted: std::collections::BTreeSet<u64> = {
+            let txn = log.db.begin_read().unwrap();
+            let parts = txn.open_table(LOG_PARTS).unwrap();
+            parts
+                .iter()
+                .unwrap()
+                .map(|row| row.unwrap().0.value().0)
+                .collect()
+        };
+        assert_eq!(parted, [3, 4].into());
+        let st = log.without_tail().get_log_state().await.unwrap();
+        assert_eq!(st.last_log_id, Some(log_id(1, 1, 4)));
+        let read = log
+            .without_tail()
+            .try_get_log_entries(0..100)
+            .await
+            .unwrap();
+        assert_eq!(read, vec![big(3), big(4)]);
     }
 }

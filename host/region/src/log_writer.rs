@@ -31,6 +31,7 @@ use tokio::sync::oneshot;
 
 use crate::codec;
 use crate::error::RegionStoreError;
+use crate::log_rows;
 use crate::tables::*;
 use crate::{Entry, NodeId, TypeConfig};
 
@@ -99,14 +100,16 @@ impl WriteOp {
     fn write(&self, txn: &WriteTransaction) -> Result<(), RegionStoreError> {
         match self {
             WriteOp::Append { rows, .. } => {
-                let mut log = txn.open_table(LOG)?;
+                let (mut log, mut parts) = (txn.open_table(LOG)?, txn.open_table(LOG_PARTS)?);
                 for (index, bytes) in rows {
-                    log.insert(index, bytes.as_slice())?;
+                    log_rows::put(&mut log, &mut parts, *index, bytes)?;
                 }
             }
             WriteOp::Truncate { index, .. } => {
                 txn.open_table(LOG)?
                     .retain_in::<u64, _>(*index.., |_, _| false)?;
+                txn.open_table(LOG_PARTS)?
+                    .retain_in::<(u64, u32), _>((*index, 0).., |_, _| false)?;
             }
             WriteOp::Purge { log_id } => record_purged(txn, log_id)?,
             WriteOp::Meta { key, value, .. } => {
@@ -171,20 +174,31 @@ fn purge_step(
     upto: u64,
     bytes_max: usize,
 ) -> Result<bool, RegionStoreError> {
-    let mut log = txn.open_table(LOG)?;
-    let mut removed = log.extract_from_if(..=upto, |_, _| true)?;
     let (mut bytes, mut entries, started) = (0usize, 0usize, std::time::Instant::now());
     let mut done = false;
-    while bytes < bytes_max && entries < PURGE_STEP_ENTRIES {
-        match removed.next() {
-            Some(row) => {
-                bytes += row?.1.value().len();
-                entries += 1;
-            }
-            None => {
+    let mut parted = Vec::new();
+    {
+        let mut log = txn.open_table(LOG)?;
+        let mut removed = log.extract_from_if(..=upto, |_, _| true)?;
+        while bytes < bytes_max && entries < PURGE_STEP_ENTRIES {
+            let Some(row) = removed.next() else {
                 done = true;
                 break;
+            };
+            let (index, row) = row?;
+            let count = log_rows::count(row.value())?;
+            if count > 1 {
+                parted.push((index.value(), count));
+                bytes += log_rows::PART_BYTES * (count as usize - 1);
             }
+            bytes += row.value().len();
+            entries += 1;
+        }
+    }
+    if !parted.is_empty() {
+        let mut parts = txn.open_table(LOG_PARTS)?;
+        for (index, count) in parted {
+            log_rows::remove_parts(&mut parts, index, count)?;
         }
     }
     if entries > 0 {

@@ -71,13 +71,15 @@ fn init(db: &Database) -> Result<(), RegionStoreError> {
         if let Ok(meta) = txn.open_table(RAFT_META) {
             if let Some(v) = meta.get(META_FORMAT)? {
                 let found = decode_format(v.value())?;
-                if found != FORMAT_VERSION {
+                if found == FORMAT_VERSION {
+                    return Ok(());
+                }
+                if found != FORMAT_VERSION_WHOLE_ENTRIES {
                     return Err(RegionStoreError::UnknownFormat {
                         found,
                         expected: FORMAT_VERSION,
                     });
                 }
-                return Ok(());
             }
         }
     }
@@ -86,6 +88,7 @@ fn init(db: &Database) -> Result<(), RegionStoreError> {
         let mut meta = txn.open_table(RAFT_META)?;
         meta.insert(META_FORMAT, FORMAT_VERSION.to_be_bytes().as_slice())?;
         txn.open_table(LOG)?;
+        txn.open_table(LOG_PARTS)?;
         txn.open_table(SM_META)?;
         txn.open_table(STREAM_TIPS)?;
         txn.open_table(MSGS)?;
@@ -126,5 +129,31 @@ mod tests {
             RegionStore::open(&path),
             Err(RegionStoreError::UnknownFormat { found: 99, .. })
         ));
+    }
+
+    /// A file of the format before large entries were stored in parts opens, and is
+    /// marked with the current format.
+    #[test]
+    fn a_file_of_the_previous_format_opens_and_is_upgraded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n.redb");
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut meta = txn.open_table(RAFT_META).unwrap();
+                let v1 = FORMAT_VERSION_WHOLE_ENTRIES.to_be_bytes();
+                meta.insert(META_FORMAT, v1.as_slice()).unwrap();
+                txn.open_table(LOG).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        drop(RegionStore::open(&path).unwrap());
+        let db = Database::create(&path).unwrap();
+        let txn = db.begin_read().unwrap();
+        let meta = txn.open_table(RAFT_META).unwrap();
+        let format = meta.get(META_FORMAT).unwrap().unwrap();
+        assert_eq!(decode_format(format.value()).unwrap(), FORMAT_VERSION);
+        assert!(txn.open_table(LOG_PARTS).is_ok());
     }
 }

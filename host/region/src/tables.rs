@@ -4,8 +4,11 @@
 
 use redb::TableDefinition;
 
-/// Log index -> encoded entry (see codec.rs).
+/// Log index -> encoded entry (see codec.rs), or its first part (see log_rows.rs).
 pub(crate) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
+/// (log index, part number from 1) -> the rest of a large entry (see log_rows.rs).
+pub(crate) const LOG_PARTS: TableDefinition<(u64, u32), &[u8]> =
+    TableDefinition::new("raft_log_parts");
 /// Vote, committed and last purged log id, and the format version.
 pub(crate) const RAFT_META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
 /// Last applied log id and last applied membership.
@@ -30,5 +33,8 @@ pub(crate) const SNAP_META: &str = "meta";
 pub(crate) const SNAP_DATA: &str = "data";
 pub(crate) const SNAP_SEQ: &str = "seq";
 
-/// On-disk format version of the region tables written by this build.
-pub(crate) const FORMAT_VERSION: u64 = 1;
+/// On-disk format version of the region tables written by this build. Version 2 stores
+/// large log entries in parts; a version 1 file is read as it is and marked 2 on open.
+pub(crate) const FORMAT_VERSION: u64 = 2;
+/// The earlier format this build opens.
+pub(crate) const FORMAT_VERSION_WHOLE_ENTRIES: u64 = 1;
