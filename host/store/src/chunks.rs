@@ -36,6 +36,16 @@ pub(crate) struct ChunkBuf {
 
 /// Chunk header: format byte and record count.
 const CHUNK_HEADER_BYTES: usize = 5;
+/// A commit's last chunk is not cut below this size.
+const PIECE_BYTES_MIN: usize = 64 * 1024;
+/// Room a leaf takes beyond the value it holds (key, offsets, header), with margin.
+const LEAF_BYTES_EXTRA: usize = 4096;
+
+/// Whether a value of `bytes` wastes over a quarter of the power-of-two leaf it takes.
+fn wasteful(bytes: usize) -> bool {
+    let leaf = (bytes + LEAF_BYTES_EXTRA).next_power_of_two();
+    leaf - bytes > leaf / 4
+}
 
 impl ChunkBuf {
     pub(crate) fn new(first_seq: u64) -> ChunkBuf {
@@ -62,6 +72,41 @@ impl ChunkBuf {
         !self.records.is_empty()
             && (self.records.len() >= CHUNK_MSGS_MAX as usize
                 || self.bytes + 4 + len > CHUNK_BYTES_MAX)
+    }
+
+    /// Cuts a commit's last chunk (whose size is whatever the commit left) so that redb,
+    /// which rounds a value up to a power of two, wastes at most a quarter of each piece:
+    /// a 530 KB chunk becomes a 508 KiB and a 22 KB one instead of taking 1 MiB. The
+    /// pieces keep the sequence order; the first keeps every producer id, so the chunk's
+    /// dedup expiry row is what it was.
+    pub(crate) fn into_pieces(mut self) -> Vec<ChunkBuf> {
+        let mut out = Vec::new();
+        while self.bytes > PIECE_BYTES_MIN && wasteful(self.bytes) {
+            let cap = (self.bytes + LEAF_BYTES_EXTRA).next_power_of_two() / 2 - LEAF_BYTES_EXTRA;
+            let (mut taken, mut bytes) = (0, CHUNK_HEADER_BYTES);
+            for r in &self.records {
+                if bytes + 4 + r.len() > cap {
+                    break;
+                }
+                bytes += 4 + r.len();
+                taken += 1;
+            }
+            if taken == 0 || taken == self.records.len() {
+                break;
+            }
+            let rest = self.records.split_off(taken);
+            let next = ChunkBuf {
+                first_seq: self.first_seq + taken as u64,
+                records: rest,
+                bytes: self.bytes - (bytes - CHUNK_HEADER_BYTES),
+                ids: Vec::new(),
+                last_time_ms: self.last_time_ms,
+            };
+            self.bytes = bytes;
+            out.push(std::mem::replace(&mut self, next));
+        }
+        out.push(self);
+        out
     }
 
     /// Write the chunk's layout into `out`, which is exactly `self.bytes` long.
@@ -236,6 +281,55 @@ pub(crate) fn seq_at_time<T: ReadableTable<Msgs, &'static [u8]>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn chunk_of(n: u64, payload: usize) -> ChunkBuf {
+        let mut c = ChunkBuf::new(100);
+        for i in 0..n {
+            let m = tern_proto::PubMessage {
+                subject: "a".into(),
+                id: Some(format!("id{i}")),
+                payload: bytes::Bytes::from(vec![i as u8; payload]),
+                ..Default::default()
+            };
+            let mut p = Prepared::new(m, "local");
+            p.stamp(1, 100 + i, 0);
+            c.push(p, 5);
+        }
+        c
+    }
+
+    /// A commit's last chunk is cut into pieces that each fill most of their leaf, in
+    /// sequence order, with every record once and the producer ids on the first piece.
+    #[test]
+    fn a_last_chunk_is_cut_to_fit_power_of_two_leaves() {
+        for (n, payload) in [(500, 1024), (700, 1024), (40, 1024), (3, 100_000)] {
+            let c = chunk_of(n, 1024.max(payload));
+            let (records, bytes) = (c.records.clone(), c.bytes);
+            let pieces = c.into_pieces();
+            let mut seq = 100;
+            let mut all = Vec::new();
+            for (i, p) in pieces.iter().enumerate() {
+                assert_eq!(p.first_seq, seq, "pieces follow each other");
+                seq += p.records.len() as u64;
+                let framed: usize = p.records.iter().map(|r| 4 + r.len()).sum();
+                assert_eq!(p.bytes, CHUNK_HEADER_BYTES + framed);
+                assert!(
+                    p.bytes <= PIECE_BYTES_MIN || !wasteful(p.bytes) || p.records.len() == 1,
+                    "{n} records: piece {i} of {} bytes wastes its leaf",
+                    p.bytes
+                );
+                assert_eq!(p.ids.len(), if i == 0 { n as usize } else { 0 });
+                all.extend(p.records.iter().cloned());
+            }
+            assert_eq!(all, records);
+            let total: usize = pieces.iter().map(|p| p.bytes).sum();
+            assert_eq!(total, bytes + CHUNK_HEADER_BYTES * (pieces.len() - 1));
+        }
+        // 480 1 KiB messages (517 KB) fit a 512 KiB leaf as they are; 500 (538 KB) are
+        // a 508 KiB piece and a small one.
+        assert_eq!(chunk_of(480, 1024).into_pieces().len(), 1);
+        assert_eq!(chunk_of(500, 1024).into_pieces().len(), 2);
+    }
 
     #[test]
     fn chunk_round_trip_and_corruption() {

@@ -243,7 +243,9 @@ impl BatchState {
 
     fn flush_all(&mut self, t: &mut Tables<'_>) -> Result<(), StoreError> {
         for (sid, c) in std::mem::take(&mut self.chunks) {
-            write_chunk(t, sid, c)?;
+            for piece in c.into_pieces() {
+                write_chunk(t, sid, piece)?;
+            }
         }
         Ok(())
     }
