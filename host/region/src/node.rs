@@ -42,15 +42,10 @@ use crate::{
 
 /// Most messages merged into one log entry.
 const ENTRY_MSGS_MAX: usize = 1024;
-/// Most bytes of stored messages (each with its 4-byte length in the store's chunk)
-/// merged into one log entry; a proposal that would pass it waits for the next entry
-/// (one larger on its own still goes alone). An entry is sent and written whole, and
+/// Most message bytes merged into one log entry. An entry is sent and written whole, and
 /// openraft gives an append-entries RPC one heartbeat interval (100 ms by default) to
-/// reach a follower and be fsynced there, so entries stay small. Each member applies an
-/// entry as one chunk of the store, and redb rounds a chunk up to a power of two:
-/// 512 KiB less the chunk's own framing keeps it inside 512 KiB, where an entry just past
-/// it took a 1 MiB leaf.
-const ENTRY_BYTES_MAX: usize = 512 * 1024 - 4096;
+/// reach a follower and be fsynced there, so entries stay small.
+const ENTRY_BYTES_MAX: usize = 512 * 1024;
 
 /// Most entries proposed and not yet answered. While that many are in flight, new
 /// proposals wait in the queue and go out together as the next entry: one log write and
@@ -339,17 +334,11 @@ impl ReplicatedLog for Proposer {
     }
 }
 
-/// Messages and store chunk bytes of a proposal.
-fn weight(p: &Proposal) -> (usize, usize) {
-    let mut total = (0, 0);
-    for c in &p.changes {
-        let (msgs, bytes) = match c {
-            Change::Append(m) => (m.len(), m.iter().map(|p| 4 + p.record_len()).sum()),
-            _ => (1, 0),
-        };
-        total = (total.0 + msgs, total.1 + bytes);
+fn weight(c: &Change) -> (usize, usize) {
+    match c {
+        Change::Append(m) => (m.len(), m.iter().map(|p| p.record_len()).sum()),
+        _ => (1, 0),
     }
-    total
 }
 
 /// Merges queued proposals into entries (one entry, one quorum round and one fsync per
@@ -366,15 +355,9 @@ async fn propose_loop(
     let mut next: u64 = rand::random::<u64>() >> 1;
     let mut clock_ms = 0u64;
     let slots = Arc::new(tokio::sync::Semaphore::new(ENTRIES_IN_FLIGHT_MAX));
-    // A proposal that did not fit the last entry starts the next.
-    let mut carried: Option<Proposal> = None;
     loop {
-        let first = match carried.take() {
-            Some(p) => p,
-            None => match rx.recv().await {
-                Some(p) => p,
-                None => return,
-            },
+        let Some(first) = rx.recv().await else {
+            return;
         };
         // Entries in flight that cannot commit hold every slot of a leader out of contact
         // with its majority: what waits for a slot is refused once that is known.
@@ -394,18 +377,21 @@ async fn propose_loop(
             let _ = first.reply.send(Err(StoreError::NotLeader(None)));
             continue;
         };
-        let (mut msgs, mut bytes) = weight(&first);
         let mut batch = vec![first];
-        while msgs < ENTRY_MSGS_MAX && bytes < ENTRY_BYTES_MAX {
-            let Ok(p) = rx.try_recv() else { break };
-            let (m, b) = weight(&p);
-            if msgs + m > ENTRY_MSGS_MAX || bytes + b > ENTRY_BYTES_MAX {
-                carried = Some(p);
+        let (mut msgs, mut bytes) = (0, 0);
+        loop {
+            for c in &batch[batch.len() - 1].changes {
+                let (m, b) = weight(c);
+                msgs += m;
+                bytes += b;
+            }
+            if msgs >= ENTRY_MSGS_MAX || bytes >= ENTRY_BYTES_MAX {
                 break;
             }
-            batch.push(p);
-            msgs += m;
-            bytes += b;
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
         }
         let mut counts = Vec::with_capacity(batch.len());
         let mut replies = Vec::with_capacity(batch.len());
