@@ -192,6 +192,7 @@ impl Store {
             last_hlc,
             broken: false,
             synced_at: std::time::Instant::now(),
+            unsynced_bytes: 0,
         };
         let handle = std::thread::Builder::new()
             .name("tern-store-writer".into())

@@ -113,6 +113,21 @@ pub struct GroupUpdate {
 }
 
 impl Op {
+    /// Bytes of the message records a batch of replicated entries writes.
+    fn applied_bytes(&self) -> usize {
+        match self {
+            Op::Apply { entries, .. } => entries
+                .iter()
+                .flat_map(|e| &e.changes)
+                .map(|c| match c {
+                    Change::Append(m) => m.iter().map(|p| p.record.len()).sum(),
+                    _ => 0,
+                })
+                .sum(),
+            _ => 0,
+        }
+    }
+
     fn message_count(&self) -> usize {
         match self {
             Op::Append { msgs, .. } => msgs.len(),
@@ -276,11 +291,18 @@ pub(crate) struct Writer {
     pub(crate) broken: bool,
     /// When the last durable (fsynced) commit happened.
     pub(crate) synced_at: std::time::Instant,
+    /// Message bytes applied by non-durable commits since then.
+    pub(crate) unsynced_bytes: usize,
 }
 
 /// Longest time replicated entries are applied without an fsync of the store (see
 /// [`Writer::durable`]).
 const APPLY_SYNC_EVERY: std::time::Duration = std::time::Duration::from_millis(1000);
+
+/// Most message bytes applied without an fsync of the store. redb keeps the pages of
+/// non-durable commits in its own buffer and writes them all in the next durable commit,
+/// which holds every apply queued behind it; this bounds that write.
+const APPLY_SYNC_BYTES: usize = 1 << 20;
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
 pub fn now_ms() -> u64 {
@@ -407,6 +429,7 @@ impl Writer {
                     .and_then(|()| db.begin_read().map_err(StoreError::from));
                 if txn.is_ok() {
                     self.synced_at = std::time::Instant::now();
+                    self.unsynced_bytes = 0;
                 }
                 let _ = reply.send(txn);
             }
@@ -431,10 +454,12 @@ impl Writer {
     /// except replicated log entries: the region's log has them on disk already and its
     /// state machine re-applies whatever a crash took from the store (the applied position
     /// commits with the entries), so applying skips the fsync, and only makes one at least
-    /// every [`APPLY_SYNC_EVERY`] so redb can reuse freed pages.
+    /// every [`APPLY_SYNC_EVERY`] so redb can reuse freed pages, and once
+    /// [`APPLY_SYNC_BYTES`] wait for it, so no single fsync is long.
     fn durable(&self, batch: &[Op]) -> bool {
         !batch.iter().all(|op| matches!(op, Op::Apply { .. }))
             || self.synced_at.elapsed() >= APPLY_SYNC_EVERY
+            || self.unsynced_bytes >= APPLY_SYNC_BYTES
     }
 
     fn current_db(&self) -> Option<Arc<Database>> {
@@ -456,6 +481,7 @@ impl Writer {
             return;
         };
         let durable = self.durable(&batch);
+        let batch_bytes: usize = batch.iter().map(Op::applied_bytes).sum();
         let txn = match db.begin_write().map(|mut t| {
             if !durable {
                 // Only fails on a transaction with persistent savepoints, which tern never makes.
@@ -531,6 +557,9 @@ impl Writer {
         }
         if durable {
             self.synced_at = std::time::Instant::now();
+            self.unsynced_bytes = 0;
+        } else {
+            self.unsynced_bytes += batch_bytes;
         }
         self.streams = next;
         self.last_hlc = hlc;
