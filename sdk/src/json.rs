@@ -1,8 +1,8 @@
 //! JSON field paths (`$.order.id`, `$.items[0].sku`) read straight from a payload.
 //!
 //! [`Path::extract`] walks the payload once and materializes only the value at the path:
-//! everything else is skipped without allocating, which matters when a hook reads one field
-//! of every message in a batch.
+//! everything else, keys included, is skipped without allocating, which matters when a hook
+//! reads one field of every message in a batch.
 
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 pub use serde_json::Value;
@@ -113,6 +113,30 @@ impl<'de> DeserializeSeed<'de> for PathSeed<'_> {
     }
 }
 
+/// Whether an object's key is the wanted field, compared where it lies in the payload:
+/// reading a key allocates nothing (a `String` or `Cow` key would allocate each time).
+struct KeyIs<'p>(Option<&'p str>);
+
+impl<'de> DeserializeSeed<'de> for KeyIs<'_> {
+    type Value = bool;
+
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<bool, D::Error> {
+        de.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeyIs<'_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_str<E>(self, key: &str) -> Result<bool, E> {
+        Ok(self.0 == Some(key))
+    }
+}
+
 struct PathVisitor<'p>(&'p [Segment]);
 
 impl<'de> Visitor<'de> for PathVisitor<'_> {
@@ -124,17 +148,19 @@ impl<'de> Visitor<'de> for PathVisitor<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut found = None;
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            match self.0.first() {
-                Some(Segment::Field(name)) if found.is_none() && *name == key => {
-                    found = map.next_value_seed(PathSeed(&self.0[1..]))?;
-                }
-                _ => {
+        loop {
+            let wanted = match self.0.first() {
+                Some(Segment::Field(name)) if found.is_none() => Some(name.as_str()),
+                _ => None,
+            };
+            match map.next_key_seed(KeyIs(wanted))? {
+                None => return Ok(found),
+                Some(true) => found = map.next_value_seed(PathSeed(&self.0[1..]))?,
+                Some(false) => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
         }
-        Ok(found)
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
@@ -203,16 +229,16 @@ mod tests {
 
     #[test]
     fn extracts_only_the_path() {
-        let doc =
-            br#"{"skip":{"deep":[1,2,{"x":"y"}]},"order":{"id":42,"tags":["a","b"]},"s":"t\"q"}"#;
+        let doc = br#"{"skip":{"deep":[1,2,{"x":"y"}]},"order":{"id":42,"tags":["a","b"]},"s":"t\"q","e\u0073c":"aped","s":"second"}"#;
         let at = |p: &str| Path::parse(p).unwrap().extract(doc);
         assert_eq!(at("$.order.id"), Some(json!(42)));
         assert_eq!(at("$.order.tags[1]"), Some(json!("b")));
         assert_eq!(at("$.order.tags[5]"), None);
-        assert_eq!(at("$.s"), Some(json!("t\"q")));
+        assert_eq!(at("$.s"), Some(json!("t\"q")), "the first of two equal keys");
+        assert_eq!(at("$.esc"), Some(json!("aped")), "a key with an escape");
         assert_eq!(at("$.missing"), None);
         assert_eq!(at("$.s.deeper"), None);
-        assert_eq!(at("$").map(|v| v["s"].clone()), Some(json!("t\"q")));
+        assert_eq!(at("$").map(|v| v["order"]["id"].clone()), Some(json!(42)));
         assert_eq!(Path::parse("$.a").unwrap().extract(b"not json"), None);
         assert_eq!(
             Path::parse("$.a").unwrap().extract(br#"{"a":1} trailing"#),
