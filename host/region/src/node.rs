@@ -9,7 +9,8 @@
 //!
 //! Durability: the log (its own redb file) is fsynced before openraft hears an entry is
 //! stored, and so is the committed index. The store applies with the applied log id in the
-//! same transaction but fsyncs only about once a second: after a crash it is at an earlier
+//! same transaction but fsyncs only once a second or once 1 MiB of messages waits for it,
+//! whichever comes first (tern_store's writer): after a crash it is at an earlier
 //! applied id, and openraft re-applies the committed entries after it from the log.
 //! Applying is deterministic, so the re-applied entries give the same result. The log is
 //! purged only behind a snapshot, and a snapshot is taken right after a durable commit of
