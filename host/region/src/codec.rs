@@ -95,11 +95,36 @@ impl Enc {
 pub(crate) struct Dec<'a> {
     buf: &'a [u8],
     what: &'static str,
+    /// The buffer `buf` lies in, when it is shared: byte fields are then taken as slices
+    /// of it instead of copies ([`Dec::shared_bytes`]).
+    whole: Option<&'a bytes::Bytes>,
 }
 
 impl<'a> Dec<'a> {
     pub(crate) fn new(buf: &'a [u8], what: &'static str) -> Dec<'a> {
-        Dec { buf, what }
+        Dec {
+            buf,
+            what,
+            whole: None,
+        }
+    }
+
+    /// A decoder over all of `whole`, whose byte fields share it.
+    pub(crate) fn shared(whole: &'a bytes::Bytes, what: &'static str) -> Dec<'a> {
+        Dec {
+            buf: whole,
+            what,
+            whole: Some(whole),
+        }
+    }
+
+    /// A byte field as `Bytes`: a slice of the shared buffer, or else a copy.
+    pub(crate) fn shared_bytes(&mut self) -> Result<bytes::Bytes, CodecError> {
+        let field = self.bytes()?;
+        Ok(match self.whole {
+            Some(whole) => whole.slice_ref(field),
+            None => bytes::Bytes::copy_from_slice(field),
+        })
     }
 
     pub(crate) fn err(&self, why: &'static str) -> CodecError {
@@ -282,7 +307,7 @@ fn get_command(d: &mut Dec<'_>) -> Result<Command, CodecError> {
         CMD_STORE => Ok(Command::Store {
             proposer: d.u64()?,
             proposal: d.u64()?,
-            entry: bytes::Bytes::copy_from_slice(d.bytes()?),
+            entry: d.shared_bytes()?,
         }),
         _ => Err(d.err("unknown command tag")),
     }
@@ -291,24 +316,51 @@ fn get_command(d: &mut Dec<'_>) -> Result<Command, CodecError> {
 /// `version u8 | term u64 | leader node u64 | index u64 | kind u8 | payload`.
 pub(crate) fn encode_entry(entry: &Entry) -> Result<Vec<u8>, CodecError> {
     let mut e = Enc::default();
+    put_entry(&mut e, entry)?;
+    Ok(e.0)
+}
+
+/// [`encode_entry`] as a `bytes` field of `e` (its length, then the entry), written in
+/// place rather than encoded apart and copied in.
+pub(crate) fn put_entry_field(e: &mut Enc, entry: &Entry) -> Result<(), CodecError> {
+    let at = e.0.len();
+    e.0.extend_from_slice(&[0; 4]);
+    put_entry(e, entry)?;
+    let len = u32::try_from(e.0.len() - at - 4).map_err(|_| CodecError {
+        what: "field",
+        why: "longer than 4 GiB",
+    })?;
+    e.0[at..at + 4].copy_from_slice(&len.to_be_bytes());
+    Ok(())
+}
+
+fn put_entry(e: &mut Enc, entry: &Entry) -> Result<(), CodecError> {
     e.u8(RECORD_VERSION);
     e.log_id(&entry.log_id);
     match &entry.payload {
         EntryPayload::Blank => e.u8(PAYLOAD_BLANK),
         EntryPayload::Normal(c) => {
             e.u8(PAYLOAD_NORMAL);
-            put_command(&mut e, c)?;
+            put_command(e, c)?;
         }
         EntryPayload::Membership(m) => {
             e.u8(PAYLOAD_MEMBERSHIP);
             e.bytes(&json(m)?)?;
         }
     }
-    Ok(e.0)
+    Ok(())
 }
 
 pub(crate) fn decode_entry(b: &[u8]) -> Result<Entry, CodecError> {
-    let mut d = Dec::new(b, "log entry");
+    read_entry(Dec::new(b, "log entry"))
+}
+
+/// [`decode_entry`] of an entry whose store data stays in `b` rather than being copied.
+pub(crate) fn decode_shared_entry(b: &bytes::Bytes) -> Result<Entry, CodecError> {
+    read_entry(Dec::shared(b, "log entry"))
+}
+
+fn read_entry(mut d: Dec<'_>) -> Result<Entry, CodecError> {
     d.version()?;
     let log_id = d.log_id()?;
     let payload = match d.u8()? {

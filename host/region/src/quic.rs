@@ -326,7 +326,9 @@ async fn serve_connection(conn: quinn::Connection, raft: Raft, partition: Option
             let Ok(bytes) = recv.read_to_end(RPC_BYTES_MAX).await else {
                 return;
             };
-            let reply = match wire::decode_rpc(&bytes) {
+            // Entries keep their data in this buffer rather than in copies of it.
+            let bytes = bytes::Bytes::from(bytes);
+            let reply = match wire::decode_shared_rpc(&bytes) {
                 Ok(rpc) if partition.as_ref().is_some_and(|p| p.cuts(sender(&rpc))) => {
                     let _ = send.reset(RESET_PARTITIONED.into());
                     return;
@@ -374,7 +376,8 @@ impl Transport for QuicTransport {
             peer: to,
             reason: e.to_string(),
         })?;
-        let (started, entries) = (std::time::Instant::now(), entry_count(&rpc));
+        let (started, entries, bytes) =
+            (std::time::Instant::now(), entry_count(&rpc), request.len());
         let conn = self.connection(to, addr).await?;
         let lost = |_| TransportError::Lost(to);
         let (mut send, mut recv) = conn.open_bi().await.map_err(|_| {
@@ -383,7 +386,8 @@ impl Transport for QuicTransport {
             TransportError::Lost(to)
         })?;
         let mut call = Call::start(self, to, &conn);
-        send.write_all(&request).await.map_err(lost)?;
+        // The request moves into quinn's send buffer as it is, without a copy.
+        send.write_chunk(request.into()).await.map_err(lost)?;
         send.finish().map_err(|_| TransportError::Lost(to))?;
         let reply = recv
             .read_to_end(RPC_BYTES_MAX)
@@ -393,7 +397,7 @@ impl Transport for QuicTransport {
         tracing::trace!(
             to,
             entries,
-            bytes = request.len(),
+            bytes,
             us = started.elapsed().as_micros() as u64,
             "rpc answered"
         );

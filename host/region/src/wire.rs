@@ -69,7 +69,7 @@ pub fn encode_rpc(rpc: &RaftRpc) -> Result<Vec<u8>, CodecError> {
             e.opt_log_id(&r.leader_commit);
             e.u64(r.entries.len() as u64);
             for entry in &r.entries {
-                e.bytes(&codec::encode_entry(entry)?)?;
+                codec::put_entry_field(&mut e, entry)?;
             }
         }
         RaftRpc::Vote(r) => {
@@ -91,7 +91,12 @@ pub fn encode_rpc(rpc: &RaftRpc) -> Result<Vec<u8>, CodecError> {
 
 /// Decodes a request; anything malformed is a [`CodecError`], never a panic.
 pub fn decode_rpc(b: &[u8]) -> Result<RaftRpc, CodecError> {
-    let mut d = Dec::new(b, "region request");
+    decode_shared_rpc(&bytes::Bytes::copy_from_slice(b))
+}
+
+/// [`decode_rpc`] of a request whose entries keep their store data in `b` (no copy).
+pub fn decode_shared_rpc(b: &bytes::Bytes) -> Result<RaftRpc, CodecError> {
+    let mut d = Dec::shared(b, "region request");
     d.version()?;
     let rpc = match d.u8()? {
         KIND_APPEND => {
@@ -101,7 +106,7 @@ pub fn decode_rpc(b: &[u8]) -> Result<RaftRpc, CodecError> {
             let n = d.count(4)?;
             let mut entries = Vec::with_capacity(n);
             for _ in 0..n {
-                entries.push(codec::decode_entry(d.bytes()?)?);
+                entries.push(codec::decode_shared_entry(&d.shared_bytes()?)?);
             }
             RaftRpc::AppendEntries(AppendEntriesRequest {
                 vote,
@@ -310,6 +315,42 @@ mod tests {
             let back = decode_reply(&encode_reply(&r).unwrap()).unwrap();
             assert_eq!(format!("{back:?}"), format!("{r:?}"));
         }
+    }
+
+    /// A store entry decoded from a shared request keeps its data in the request's buffer,
+    /// and decodes to what a copying decode gives.
+    #[test]
+    fn store_entries_share_the_request_buffer() {
+        let data = bytes::Bytes::from_static(b"an encoded store entry");
+        let rpc = RaftRpc::AppendEntries(AppendEntriesRequest {
+            vote: Vote::new_committed(3, 1),
+            prev_log_id: None,
+            entries: vec![Entry {
+                log_id: log_id(3, 1, 10),
+                payload: EntryPayload::Normal(Command::Store {
+                    proposer: 1,
+                    proposal: 7,
+                    entry: data.clone(),
+                }),
+            }],
+            leader_commit: None,
+        });
+        let wire = bytes::Bytes::from(encode_rpc(&rpc).unwrap());
+        let shared = decode_shared_rpc(&wire).unwrap();
+        assert_eq!(format!("{shared:?}"), format!("{rpc:?}"));
+        assert_eq!(
+            format!("{:?}", decode_rpc(&wire).unwrap()),
+            format!("{rpc:?}")
+        );
+        let RaftRpc::AppendEntries(r) = shared else {
+            panic!("not an append")
+        };
+        let EntryPayload::Normal(Command::Store { entry, .. }) = &r.entries[0].payload else {
+            panic!("not a store entry")
+        };
+        assert_eq!(entry, &data);
+        let within = wire.as_ptr_range();
+        assert!(within.contains(&entry.as_ptr()), "the entry was copied");
     }
 
     #[test]

@@ -71,7 +71,7 @@ pub enum Outcome {
 }
 
 impl LogEntry {
-    pub fn encode(&self) -> Vec<u8> {
+    pub fn encode(&self) -> bytes::Bytes {
         let mut out = BytesMut::new();
         out.put_u8(ENTRY_FORMAT);
         out.put_u64(self.time_ms);
@@ -79,7 +79,7 @@ impl LogEntry {
         for c in &self.changes {
             encode_change(&mut out, c);
         }
-        out.to_vec()
+        out.freeze()
     }
 
     /// Decodes an entry; a damaged or unknown one is refused whole.
@@ -403,7 +403,7 @@ mod tests {
         for cut in [1, bytes.len() / 2, bytes.len() - 1] {
             assert!(LogEntry::decode(&bytes[..cut]).is_err(), "cut at {cut}");
         }
-        let mut trailing = bytes.clone();
+        let mut trailing = bytes.to_vec();
         trailing.push(0);
         assert!(LogEntry::decode(&trailing).is_err());
     }

@@ -25,7 +25,7 @@ fn msg(id: Option<&str>, key: &str) -> Prepared {
 }
 
 /// The entries a leader would propose: the bytes the log carries.
-fn entries() -> Vec<Vec<u8>> {
+fn entries() -> Vec<Bytes> {
     let config = StreamConfig {
         name: "orders".into(),
         subjects: vec!["orders.>".into()],
@@ -69,10 +69,9 @@ fn entries() -> Vec<Vec<u8>> {
     .collect()
 }
 
-async fn apply(store: &Store, entries: &[Vec<u8>], split_at: usize) -> Vec<String> {
-    let decoded = |r: &[Vec<u8>]| -> Vec<LogEntry> {
-        r.iter().map(|b| LogEntry::decode(b).unwrap()).collect()
-    };
+async fn apply(store: &Store, entries: &[Bytes], split_at: usize) -> Vec<String> {
+    let decoded =
+        |r: &[Bytes]| -> Vec<LogEntry> { r.iter().map(|b| LogEntry::decode(b).unwrap()).collect() };
     // One node applies in two batches, the other in one: batching must not matter.
     let mut outcomes = Vec::new();
     for part in [&entries[..split_at], &entries[split_at..]] {
@@ -157,7 +156,7 @@ async fn the_applied_marker_commits_with_the_entries() {
 #[test]
 fn a_damaged_entry_is_refused() {
     let log = entries();
-    let mut bad = log[1].clone();
+    let mut bad = log[1].to_vec();
     bad[0] = 9;
     assert!(LogEntry::decode(&bad).is_err());
     let cut = &log[1][..log[1].len() - 3];
@@ -175,7 +174,7 @@ async fn a_restart_between_entries_does_not_change_the_stamps() {
         subjects: vec!["orders.>".into()],
         ..StreamConfig::default()
     };
-    let batch = |n: usize| -> Vec<u8> {
+    let batch = |n: usize| -> Bytes {
         LogEntry {
             time_ms: ms,
             changes: vec![Change::Append((0..n).map(|_| msg(None, "k")).collect())],
@@ -188,7 +187,7 @@ async fn a_restart_between_entries_does_not_change_the_stamps() {
     }
     .encode();
     let log = [create, batch(50), batch(50)];
-    let decode = |b: &[Vec<u8>]| b.iter().map(|e| LogEntry::decode(e).unwrap()).collect();
+    let decode = |b: &[Bytes]| b.iter().map(|e| LogEntry::decode(e).unwrap()).collect();
 
     let steady = open(dir.path(), "steady.redb");
     steady.apply_log(decode(&log), Vec::new()).await.unwrap();
