@@ -422,7 +422,7 @@ async fn propose_loop(
         let cmd = Command::Store {
             proposer: contact.me,
             proposal,
-            entry: entry.into(),
+            entry,
         };
         let answer = Answer {
             started: std::time::Instant::now(),
