@@ -259,7 +259,6 @@ impl Client {
     }
 }
 
-/// A random 128-bit message id as 32 lowercase hex digits.
 /// A new unique message id: milliseconds since the epoch, a random per-process part and a
 /// counter, in hex. Ids that grow with time keep the node's dedup index appending at its
 /// end instead of touching a random page for every message.

@@ -751,19 +751,27 @@ impl Writer {
         };
         let sid = rec.sid;
         let stream = rec.config.name.clone();
+        let seq = rec.state.last_seq + 1;
+        // One lookup for both the duplicate check and the new entry: an id seen before gets
+        // its original sequence back (the transaction is atomic, so nothing else sees the
+        // overwritten value).
         if m.producer_id {
-            if let Some(seq) = t.dedup.get((sid, m.id.as_str()))? {
+            let original = t
+                .dedup
+                .insert((sid, m.id.as_str()), seq)?
+                .map(|g| g.value());
+            if let Some(original) = original {
+                t.dedup.insert((sid, m.id.as_str()), original)?;
                 return Ok(Ok(Receipt {
                     id: m.id,
                     stream,
-                    seq: seq.value(),
+                    seq: original,
                     duplicate: true,
                     level: AckLevel::Local,
                 }));
             }
         }
         *hlc = (*hlc + 1).max(batch.now_ms() << 16);
-        let seq = rec.state.last_seq + 1;
         let key_seq = match &m.key {
             Some(k) => {
                 let next = t
@@ -778,9 +786,6 @@ impl Writer {
             None => 0,
         };
         m.stamp(*hlc, seq, key_seq);
-        if m.producer_id {
-            t.dedup.insert((sid, m.id.as_str()), seq)?;
-        }
         let id = m.id.clone();
         let size = m.size_bytes;
         let time_ms = *hlc >> 16;

@@ -68,6 +68,14 @@ async fn append_read_and_dedup_survive_reopen() {
         (2, true),
         "dedup index survives a reopen"
     );
+    let twice = store
+        .append(vec![msg("orders.eu", Some("a"), b"third try")])
+        .await;
+    assert_eq!(
+        twice[0].as_ref().unwrap().seq,
+        1,
+        "a duplicate leaves the original's sequence in the index"
+    );
     let msgs = store.read("orders", 1, 10, 1 << 20).unwrap();
     assert_eq!(msgs.len(), 2);
     assert_eq!(msgs[0].payload, Bytes::from_static(b"1"));
