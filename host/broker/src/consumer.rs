@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tern_net::{FrameReader, FrameWriter, NetError};
-use tern_proto::{subject, Delivery, Frame, Stamp, Subscribe};
-use tern_store::{StoreError, StoredMessage};
+use tern_proto::{subject, Delivery, DeliveryRef, Frame, Stamp, Subscribe};
+use tern_store::{MessageView, StoreError, StoredMessage, StoredRecord};
 
 use crate::groups::JoinRequest;
 use crate::server::Ctx;
@@ -37,6 +37,24 @@ fn delivery(stream: &str, m: StoredMessage, delivery_count: u32) -> Frame {
             local_seq: m.seq,
         },
     })
+}
+
+/// A first delivery of a stored message, borrowed from its record.
+fn delivery_ref<'a>(stream: &'a str, m: &'a MessageView<'a>) -> DeliveryRef<'a> {
+    DeliveryRef {
+        stream,
+        subject: m.subject,
+        id: m.id,
+        key: m.key,
+        headers: &m.headers,
+        payload: m.payload,
+        delivery_count: 1,
+        origin: m.origin,
+        origin_seq: m.origin_seq,
+        key_seq: m.key_seq,
+        hlc: m.hlc,
+        local_seq: m.seq,
+    }
 }
 
 async fn refuse(
@@ -137,23 +155,29 @@ async fn ephemeral(
     // Read in whole chunks and keep what the credit did not cover yet (at most the rest of
     // one chunk): a chunk is one page read, and reading it again for each credit step
     // multiplied the bytes read by the number of steps.
-    let mut ready: std::collections::VecDeque<tern_store::StoredMessage> = Default::default();
+    // The records stay undecoded until sent: each delivery is encoded from its record in
+    // place, without building an owned message first.
+    let mut ready: std::collections::VecDeque<StoredRecord> = Default::default();
     loop {
         if credit > 0 {
             tip.borrow_and_update();
             if ready.is_empty() {
                 let want = (credit as usize).min(ctx.config.consumer.read_batch_msgs);
-                match ctx.store.read_chunks(&stream, next, want, READ_BYTES_MAX) {
+                match ctx.store.read_records(&stream, next, want, READ_BYTES_MAX) {
                     Ok(m) => ready.extend(m),
                     Err(e) => return refuse(writer, 0, &e).await,
                 }
             }
             if !ready.is_empty() {
                 while credit > 0 {
-                    let Some(m) = ready.pop_front() else { break };
+                    let Some(rec) = ready.pop_front() else { break };
+                    let m = match rec.view() {
+                        Ok(m) => m,
+                        Err(e) => return refuse(writer, 0, &e).await,
+                    };
                     next = m.seq + 1;
-                    if subject::matches(&sub.subject, &m.subject) {
-                        writer.push(&delivery(&stream, m, 1));
+                    if subject::matches(&sub.subject, m.subject) {
+                        writer.push_delivery(&delivery_ref(&stream, &m));
                         credit -= 1;
                     }
                 }

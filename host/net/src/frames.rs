@@ -73,6 +73,11 @@ impl FrameWriter {
         frame.encode(&mut self.buf);
     }
 
+    /// Queue a delivery encoded from borrowed fields (the same bytes as `Frame::Deliver`).
+    pub fn push_delivery(&mut self, d: &tern_proto::DeliveryRef<'_>) {
+        d.encode(&mut self.buf);
+    }
+
     /// Bytes queued and not yet flushed.
     pub fn buffered(&self) -> usize {
         self.buf.len()

@@ -158,6 +158,60 @@ pub struct Delivery {
     pub stamp: Stamp,
 }
 
+/// A [`Delivery`] with borrowed fields, encoded to the same bytes: a node encodes one
+/// straight from a stored record instead of building an owned frame per message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliveryRef<'a> {
+    pub stream: &'a str,
+    pub subject: &'a str,
+    pub id: &'a str,
+    pub key: Option<&'a str>,
+    pub headers: &'a [(&'a str, &'a str)],
+    pub payload: &'a [u8],
+    pub delivery_count: u32,
+    pub origin: &'a str,
+    pub origin_seq: u64,
+    pub key_seq: u64,
+    pub hlc: u64,
+    pub local_seq: u64,
+}
+
+impl DeliveryRef<'_> {
+    /// Append the `Deliver` frame, length prefix included, to `out`.
+    pub fn encode(&self, out: &mut BytesMut) {
+        framed(out, kind::DELIVER, |out| self.encode_body(out));
+    }
+
+    fn encode_body(&self, out: &mut BytesMut) {
+        put_str(out, self.stream);
+        put_str(out, self.subject);
+        put_str(out, self.id);
+        put_opt_str(out, self.key);
+        out.put_u16(self.headers.len().min(HEADERS_MAX) as u16);
+        for (k, v) in self.headers.iter().take(HEADERS_MAX) {
+            put_str(out, k);
+            put_str(out, v);
+        }
+        out.put_u32(self.delivery_count);
+        put_str(out, self.origin);
+        out.put_u64(self.origin_seq);
+        out.put_u64(self.key_seq);
+        out.put_u64(self.hlc);
+        out.put_u64(self.local_seq);
+        put_bytes(out, self.payload);
+    }
+}
+
+/// Append a frame of `kind` whose body `body` writes, with its length prefix.
+fn framed(out: &mut BytesMut, kind: u8, body: impl FnOnce(&mut BytesMut)) {
+    let start = out.len();
+    out.put_u32(0); // length, patched below
+    out.put_u8(kind);
+    body(out);
+    let len = (out.len() - start - LEN_PREFIX_BYTES) as u32;
+    out[start..start + LEN_PREFIX_BYTES].copy_from_slice(&len.to_be_bytes());
+}
+
 /// Subscription request; `group: None` is an ephemeral subscription without acks.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Subscribe {
@@ -418,12 +472,7 @@ impl Frame {
 
     /// Append the frame, length prefix included, to `out`.
     pub fn encode(&self, out: &mut BytesMut) {
-        let start = out.len();
-        out.put_u32(0); // length, patched below
-        out.put_u8(self.kind());
-        self.encode_body(out);
-        let len = (out.len() - start - LEN_PREFIX_BYTES) as u32;
-        out[start..start + LEN_PREFIX_BYTES].copy_from_slice(&len.to_be_bytes());
+        framed(out, self.kind(), |out| self.encode_body(out));
     }
 
     /// The frame as a fresh buffer.
@@ -530,18 +579,26 @@ impl Frame {
                 put_str(out, stream);
             }
             Frame::Deliver(d) => {
-                put_str(out, &d.stream);
-                put_str(out, &d.subject);
-                put_str(out, &d.id);
-                put_opt_str(out, d.key.as_deref());
-                put_headers(out, &d.headers);
-                out.put_u32(d.delivery_count);
-                put_str(out, &d.stamp.origin);
-                out.put_u64(d.stamp.origin_seq);
-                out.put_u64(d.stamp.key_seq);
-                out.put_u64(d.stamp.hlc);
-                out.put_u64(d.stamp.local_seq);
-                put_bytes(out, &d.payload);
+                let headers: Vec<(&str, &str)> = d
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                DeliveryRef {
+                    stream: &d.stream,
+                    subject: &d.subject,
+                    id: &d.id,
+                    key: d.key.as_deref(),
+                    headers: &headers,
+                    payload: &d.payload,
+                    delivery_count: d.delivery_count,
+                    origin: &d.stamp.origin,
+                    origin_seq: d.stamp.origin_seq,
+                    key_seq: d.stamp.key_seq,
+                    hlc: d.stamp.hlc,
+                    local_seq: d.stamp.local_seq,
+                }
+                .encode_body(out)
             }
             Frame::Credit { credit } => out.put_u32(*credit),
             Frame::Ack { seqs } => {

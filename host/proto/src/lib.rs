@@ -12,8 +12,9 @@ mod wire;
 
 pub use error::{DecodeError, ErrorCode};
 pub use frame::{
-    kind, AckLevel, Delivery, ErrorBody, Frame, Headers, PluginDeploy, PubMessage, Receipt, Stamp,
-    StartPosition, StreamConfig, StreamInfo, StreamState, Subscribe, LEN_PREFIX_BYTES,
+    kind, AckLevel, Delivery, DeliveryRef, ErrorBody, Frame, Headers, PluginDeploy, PubMessage,
+    Receipt, Stamp, StartPosition, StreamConfig, StreamInfo, StreamState, Subscribe,
+    LEN_PREFIX_BYTES,
 };
 
 /// ALPN protocol id; a connection without it is refused during the handshake.

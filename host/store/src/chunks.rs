@@ -6,14 +6,14 @@
 //!
 //! Chunk layout: format u8 (1), count u32, then `count` times (length u32, message record).
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::records::Prepared;
 use redb::ReadableTable;
 use tern_proto::StreamState;
 
 use crate::error::StoreError;
-use crate::records::{self, StoredMessage, RECORD_FORMAT};
+use crate::records::{self, StoredMessage, StoredRecord, RECORD_FORMAT};
 
 /// Most messages in one chunk.
 pub(crate) const CHUNK_MSGS_MAX: u32 = 1024;
@@ -186,6 +186,49 @@ pub(crate) fn decode_expiry(b: &[u8]) -> Result<(u64, Vec<String>), StoreError> 
 
 type Msgs = (u32, u64);
 
+/// What a read builds from each stored record it returns.
+pub(crate) trait FromRecord: Sized {
+    fn from_record(seq: u64, rec: &[u8], chunk: &mut ChunkCopy<'_>) -> Result<Self, StoreError>;
+    /// Bytes counted against a read's `bytes_max`.
+    fn read_bytes(&self) -> usize;
+}
+
+/// A chunk being read, and a shared copy of it once a record needs one.
+pub(crate) struct ChunkCopy<'a> {
+    data: &'a [u8],
+    copy: Option<Bytes>,
+}
+
+impl ChunkCopy<'_> {
+    /// `rec` (a slice of this chunk) as a slice of the chunk's shared copy.
+    fn slice(&mut self, rec: &[u8]) -> Bytes {
+        let data = self.data;
+        let copy = self
+            .copy
+            .get_or_insert_with(|| Bytes::copy_from_slice(data));
+        let at = rec.as_ptr() as usize - data.as_ptr() as usize;
+        copy.slice(at..at + rec.len())
+    }
+}
+
+impl FromRecord for StoredMessage {
+    fn from_record(seq: u64, rec: &[u8], _: &mut ChunkCopy<'_>) -> Result<Self, StoreError> {
+        records::decode_message(seq, rec)
+    }
+    fn read_bytes(&self) -> usize {
+        self.payload.len()
+    }
+}
+
+impl FromRecord for StoredRecord {
+    fn from_record(seq: u64, rec: &[u8], chunk: &mut ChunkCopy<'_>) -> Result<Self, StoreError> {
+        Ok(StoredRecord::new(seq, chunk.slice(rec)))
+    }
+    fn read_bytes(&self) -> usize {
+        self.len()
+    }
+}
+
 /// Messages with `seq >= from.max(floor)`, at most `msgs_max` and stopping after
 /// `bytes_max` payload bytes; with `whole_chunks`, every message of each chunk read (the
 /// limits are checked between chunks), so the next read starts at a chunk's first key.
@@ -193,7 +236,7 @@ type Msgs = (u32, u64);
 /// A chunk is read as a whole page, so the order of lookups matters: the chunk starting
 /// exactly at `from` (what whole-chunk readers and caught-up subscribers ask for) is found
 /// with one forward lookup; only a `from` inside a chunk costs the chunk before it.
-pub(crate) fn read<T: ReadableTable<Msgs, &'static [u8]>>(
+pub(crate) fn read<M: FromRecord, T: ReadableTable<Msgs, &'static [u8]>>(
     table: &T,
     sid: u32,
     from: u64,
@@ -201,18 +244,19 @@ pub(crate) fn read<T: ReadableTable<Msgs, &'static [u8]>>(
     msgs_max: usize,
     bytes_max: usize,
     whole_chunks: bool,
-) -> Result<Vec<StoredMessage>, StoreError> {
+) -> Result<Vec<M>, StoreError> {
     let from = from.max(floor);
     let mut out = Vec::new();
     let mut bytes = 0usize;
     // Returns true when the read is complete.
-    let mut take = |first: u64, chunk: &[u8], out: &mut Vec<StoredMessage>| {
-        for (seq, rec) in records(first, chunk)? {
+    let mut take = |first: u64, data: &[u8], out: &mut Vec<M>| {
+        let mut chunk = ChunkCopy { data, copy: None };
+        for (seq, rec) in records(first, data)? {
             if seq < from {
                 continue;
             }
-            let m = records::decode_message(seq, rec)?;
-            bytes += m.payload.len();
+            let m = M::from_record(seq, rec, &mut chunk)?;
+            bytes += m.read_bytes();
             out.push(m);
             if !whole_chunks && (out.len() >= msgs_max || bytes >= bytes_max) {
                 return Ok::<bool, StoreError>(true);
@@ -254,9 +298,11 @@ pub(crate) fn get<T: ReadableTable<Msgs, &'static [u8]>>(
     if seq < floor {
         return Ok(None);
     }
-    Ok(read(table, sid, seq, floor, 1, usize::MAX, false)?
-        .into_iter()
-        .find(|m| m.seq == seq))
+    Ok(
+        read::<StoredMessage, _>(table, sid, seq, floor, 1, usize::MAX, false)?
+            .into_iter()
+            .find(|m| m.seq == seq),
+    )
 }
 
 /// First sequence committed at or after `ms` (binary search: HLCs grow with sequence).
@@ -269,7 +315,8 @@ pub(crate) fn seq_at_time<T: ReadableTable<Msgs, &'static [u8]>>(
     let (mut lo, mut hi) = (st.first_seq, st.last_seq + 1);
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
-        match read(table, sid, mid, st.first_seq, 1, usize::MAX, false)?.first() {
+        match read::<StoredMessage, _>(table, sid, mid, st.first_seq, 1, usize::MAX, false)?.first()
+        {
             Some(m) if m.time_ms() < ms => lo = m.seq + 1,
             Some(_) => hi = mid,
             None => hi = mid,

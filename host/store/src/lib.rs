@@ -31,7 +31,7 @@ pub const CACHE_BYTES_DEFAULT: usize = 16 * 1024 * 1024;
 
 pub use change::{Change, LogEntry, Outcome};
 pub use error::StoreError;
-pub use records::{GroupRecord, Prepared, StoredMessage};
+pub use records::{GroupRecord, MessageView, Prepared, StoredMessage, StoredRecord};
 pub use snapshot::check as check_snapshot;
 pub use writer::{now_ms, GroupUpdate, PendingRow};
 
@@ -578,14 +578,27 @@ impl Store {
         self.read_with(stream, from_seq, msgs_min, bytes_max, true)
     }
 
-    fn read_with(
+    /// As [`Store::read_chunks`], but the records are not decoded: each is a slice of one
+    /// shared copy of its chunk, read in place with [`StoredRecord::view`]. A subscription
+    /// pushing messages out encodes them from the record without an allocation each.
+    pub fn read_records(
+        &self,
+        stream: &str,
+        from_seq: u64,
+        msgs_min: usize,
+        bytes_max: usize,
+    ) -> Result<Vec<StoredRecord>, StoreError> {
+        self.read_with(stream, from_seq, msgs_min, bytes_max, true)
+    }
+
+    fn read_with<M: chunks::FromRecord>(
         &self,
         stream: &str,
         from_seq: u64,
         msgs: usize,
         bytes_max: usize,
         whole_chunks: bool,
-    ) -> Result<Vec<StoredMessage>, StoreError> {
+    ) -> Result<Vec<M>, StoreError> {
         let (sid, st) = self.sid(stream)?;
         let txn = self.db()?.begin_read()?;
         let table = txn.open_table(MSGS)?;

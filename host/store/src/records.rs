@@ -71,14 +71,20 @@ impl<'a> Cursor<'a> {
         Ok(u64::from_be_bytes(a))
     }
     pub(crate) fn str(&mut self) -> Result<String, StoreError> {
+        self.str_ref().map(str::to_owned)
+    }
+    pub(crate) fn str_ref(&mut self) -> Result<&'a str, StoreError> {
         let n = self.u16()? as usize;
         let b = self.take(n)?;
-        String::from_utf8(b.to_vec()).map_err(|_| StoreError::Corrupt(self.what))
+        std::str::from_utf8(b).map_err(|_| StoreError::Corrupt(self.what))
     }
     pub(crate) fn opt_str(&mut self) -> Result<Option<String>, StoreError> {
+        Ok(self.opt_str_ref()?.map(str::to_owned))
+    }
+    pub(crate) fn opt_str_ref(&mut self) -> Result<Option<&'a str>, StoreError> {
         match self.u8()? {
             0 => Ok(None),
-            _ => Ok(Some(self.str()?)),
+            _ => Ok(Some(self.str_ref()?)),
         }
     }
     pub(crate) fn format(&mut self) -> Result<(), StoreError> {
@@ -228,23 +234,65 @@ pub(crate) fn encode_message(out: &mut BytesMut, m: &StoredMessage) {
 }
 
 pub(crate) fn decode_message(seq: u64, b: &[u8]) -> Result<StoredMessage, StoreError> {
+    view_message(seq, b).map(|v| v.to_message())
+}
+
+/// A stored message read in place: its fields borrow the record, so reading one costs no
+/// allocation (except for its headers, when it has any).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageView<'a> {
+    pub seq: u64,
+    pub subject: &'a str,
+    pub id: &'a str,
+    pub key: Option<&'a str>,
+    pub headers: Vec<(&'a str, &'a str)>,
+    pub payload: &'a [u8],
+    pub origin: &'a str,
+    pub origin_seq: u64,
+    pub key_seq: u64,
+    pub hlc: u64,
+}
+
+impl MessageView<'_> {
+    /// The message as an owned value.
+    pub fn to_message(&self) -> StoredMessage {
+        StoredMessage {
+            seq: self.seq,
+            subject: self.subject.to_owned(),
+            id: self.id.to_owned(),
+            key: self.key.map(str::to_owned),
+            headers: self
+                .headers
+                .iter()
+                .map(|&(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            payload: Bytes::copy_from_slice(self.payload),
+            origin: self.origin.to_owned(),
+            origin_seq: self.origin_seq,
+            key_seq: self.key_seq,
+            hlc: self.hlc,
+        }
+    }
+}
+
+pub(crate) fn view_message(seq: u64, b: &[u8]) -> Result<MessageView<'_>, StoreError> {
     let mut c = Cursor { b, what: "message" };
     c.format()?;
     let hlc = c.u64()?;
     let origin_seq = c.u64()?;
     let key_seq = c.u64()?;
-    let origin = c.str()?;
-    let subject = c.str()?;
-    let id = c.str()?;
-    let key = c.opt_str()?;
+    let origin = c.str_ref()?;
+    let subject = c.str_ref()?;
+    let id = c.str_ref()?;
+    let key = c.opt_str_ref()?;
     let n = c.u16()? as usize;
     let mut headers = Vec::with_capacity(n.min(256));
     for _ in 0..n {
-        headers.push((c.str()?, c.str()?));
+        headers.push((c.str_ref()?, c.str_ref()?));
     }
     let len = c.u32()? as usize;
-    let payload = Bytes::copy_from_slice(c.take(len)?);
-    Ok(StoredMessage {
+    let payload = c.take(len)?;
+    Ok(MessageView {
         seq,
         subject,
         id,
@@ -256,6 +304,34 @@ pub(crate) fn decode_message(seq: u64, b: &[u8]) -> Result<StoredMessage, StoreE
         key_seq,
         hlc,
     })
+}
+
+/// A stored message's record as read, not decoded yet: a slice of a shared copy of the
+/// chunk it was read with, so a reader holding a chunk's records holds one allocation.
+#[derive(Debug, Clone)]
+pub struct StoredRecord {
+    pub seq: u64,
+    data: Bytes,
+}
+
+impl StoredRecord {
+    pub(crate) fn new(seq: u64, data: Bytes) -> StoredRecord {
+        StoredRecord { seq, data }
+    }
+
+    /// Length of the record in bytes.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// The message, borrowed from the record; an error if the record is corrupt.
+    pub fn view(&self) -> Result<MessageView<'_>, StoreError> {
+        view_message(self.seq, &self.data)
+    }
 }
 
 /// Stream record: format, stream id, config, state.

@@ -454,3 +454,34 @@ async fn whole_chunk_reads_return_every_message_of_the_chunks_they_touch() {
         vec![9, 10, 11, 12]
     );
 }
+
+#[tokio::test]
+async fn records_read_in_place_equal_the_decoded_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.create_stream(stream("s", "s.>")).await.unwrap();
+    for c in 0..2u8 {
+        let batch = (0..10u8)
+            .map(|i| {
+                let mut m = msg("s.x", Some(&format!("id-{c}-{i}")), &[c, i]);
+                m.key = (i % 2 == 0).then(|| format!("k{i}"));
+                m.headers = vec![("h".into(), format!("v{i}"))];
+                m
+            })
+            .collect();
+        assert!(store.append(batch).await.iter().all(Result::is_ok));
+    }
+    for from in [1, 4, 11] {
+        let decoded = store.read_chunks("s", from, 1, usize::MAX).unwrap();
+        let records = store.read_records("s", from, 1, usize::MAX).unwrap();
+        assert_eq!(records.len(), decoded.len(), "from {from}");
+        for (r, m) in records.iter().zip(&decoded) {
+            assert_eq!(r.seq, m.seq);
+            assert_eq!(&r.view().unwrap().to_message(), m);
+        }
+    }
+    assert!(store
+        .read_records("s", 21, 1, usize::MAX)
+        .unwrap()
+        .is_empty());
+}
