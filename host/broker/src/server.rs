@@ -117,11 +117,12 @@ impl Node {
                 .await
                 .map_err(|e| tern_net::NetError::Io(std::io::Error::other(e)))??
         };
-        let endpoint =
-            quinn::Endpoint::server(server, config.listen).map_err(|source| NodeError::Bind {
+        let endpoint = tern_net::endpoint(config.listen, Some(server), "client listener").map_err(
+            |source| NodeError::Bind {
                 addr: config.listen,
                 source,
-            })?;
+            },
+        )?;
         let addr = endpoint.local_addr().map_err(tern_net::NetError::Io)?;
         let ctx = Arc::new(Ctx {
             groups: Groups::default(),

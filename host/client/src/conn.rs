@@ -318,7 +318,7 @@ impl ConnHolder {
         if let Some(ep) = slot {
             return Ok(ep.clone());
         }
-        let ep = quinn::Endpoint::client(bind)?;
+        let ep = tern_net::endpoint(bind, None, "client")?;
         *slot = Some(ep.clone());
         Ok(ep)
     }

@@ -215,7 +215,7 @@ impl QuicTransport {
         partition: Option<Arc<Partition>>,
     ) -> Result<QuicTransport, QuicError> {
         let (server, client) = configs(tls)?;
-        let endpoint = quinn::Endpoint::server(server, addr)?;
+        let endpoint = tern_net::endpoint(addr, Some(server), "region")?;
         Ok(QuicTransport {
             endpoint,
             client,
