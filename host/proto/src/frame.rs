@@ -158,6 +158,34 @@ pub struct Delivery {
     pub stamp: Stamp,
 }
 
+impl Delivery {
+    /// The headers as borrowed pairs, for [`Delivery::borrowed`].
+    pub fn header_refs(&self) -> Vec<(&str, &str)> {
+        self.headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
+    }
+
+    /// The delivery with borrowed fields; `headers` from [`Delivery::header_refs`].
+    pub fn borrowed<'a>(&'a self, headers: &'a [(&'a str, &'a str)]) -> DeliveryRef<'a> {
+        DeliveryRef {
+            stream: &self.stream,
+            subject: &self.subject,
+            id: &self.id,
+            key: self.key.as_deref(),
+            headers,
+            payload: &self.payload,
+            delivery_count: self.delivery_count,
+            origin: &self.stamp.origin,
+            origin_seq: self.stamp.origin_seq,
+            key_seq: self.stamp.key_seq,
+            hlc: self.stamp.hlc,
+            local_seq: self.stamp.local_seq,
+        }
+    }
+}
+
 /// A [`Delivery`] with borrowed fields, encoded to the same bytes: a node encodes one
 /// straight from a stored record instead of building an owned frame per message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -578,28 +606,7 @@ impl Frame {
                 out.put_u64(*req_id);
                 put_str(out, stream);
             }
-            Frame::Deliver(d) => {
-                let headers: Vec<(&str, &str)> = d
-                    .headers
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.as_str()))
-                    .collect();
-                DeliveryRef {
-                    stream: &d.stream,
-                    subject: &d.subject,
-                    id: &d.id,
-                    key: d.key.as_deref(),
-                    headers: &headers,
-                    payload: &d.payload,
-                    delivery_count: d.delivery_count,
-                    origin: &d.stamp.origin,
-                    origin_seq: d.stamp.origin_seq,
-                    key_seq: d.stamp.key_seq,
-                    hlc: d.stamp.hlc,
-                    local_seq: d.stamp.local_seq,
-                }
-                .encode_body(out)
-            }
+            Frame::Deliver(d) => d.borrowed(&d.header_refs()).encode_body(out),
             Frame::Credit { credit } => out.put_u32(*credit),
             Frame::Ack { seqs } => {
                 out.put_u32(seqs.len() as u32);

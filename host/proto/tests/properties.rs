@@ -21,8 +21,8 @@ use tern_proto::limits::{
     STREAM_SUBJECTS_MAX,
 };
 use tern_proto::{
-    kind, AckLevel, DecodeError, Delivery, DeliveryRef, ErrorBody, ErrorCode, Frame, PluginDeploy,
-    PubMessage, Receipt, Stamp, StartPosition, StreamConfig, StreamInfo, StreamState, Subscribe,
+    kind, AckLevel, DecodeError, Delivery, ErrorBody, ErrorCode, Frame, PluginDeploy, PubMessage,
+    Receipt, Stamp, StartPosition, StreamConfig, StreamInfo, StreamState, Subscribe,
     LEN_PREFIX_BYTES,
 };
 
@@ -380,25 +380,11 @@ proptest! {
 
     #[test]
     fn borrowed_delivery_decodes_as_the_delivery(d in delivery()) {
-        let headers: Vec<(&str, &str)> =
-            d.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let r = DeliveryRef {
-            stream: &d.stream,
-            subject: &d.subject,
-            id: &d.id,
-            key: d.key.as_deref(),
-            headers: &headers,
-            payload: &d.payload,
-            delivery_count: d.delivery_count,
-            origin: &d.stamp.origin,
-            origin_seq: d.stamp.origin_seq,
-            key_seq: d.stamp.key_seq,
-            hlc: d.stamp.hlc,
-            local_seq: d.stamp.local_seq,
-        };
+        let headers = d.header_refs();
+        let r = d.borrowed(&headers);
         let mut buf = BytesMut::new();
         r.encode(&mut buf);
-        prop_assert_eq!(Frame::decode(&mut buf, FRAME_BYTES_MAX), Ok(Some(Frame::Deliver(d))));
+        prop_assert_eq!(Frame::decode(&mut buf, FRAME_BYTES_MAX), Ok(Some(Frame::Deliver(d.clone()))));
         prop_assert!(buf.is_empty());
     }
 
