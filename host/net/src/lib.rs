@@ -1,5 +1,6 @@
 //! tern's QUIC transport: rustls configurations (TLS 1.3 only, fixed ALPN, 0-RTT off on
-//! both sides), development certificates, and length-prefixed frame I/O on QUIC streams.
+//! both sides), development certificates, endpoints on UDP sockets with large buffers, and
+//! length-prefixed frame I/O on QUIC streams.
 
 mod frames;
 mod tls;
