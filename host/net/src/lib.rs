@@ -11,7 +11,7 @@ pub use tls::{
     client_config, dev_certs, load_certs, load_key, region_client_certs, region_dev_certs,
     server_config, DevCerts, RegionCerts, TransportLimits,
 };
-pub use udp::{bind_udp, endpoint, UDP_BUFFER_BYTES};
+pub use udp::{endpoint, UDP_BUFFER_BYTES};
 
 /// Failures of the transport boundary.
 #[derive(Debug, thiserror::Error)]

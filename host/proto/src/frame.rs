@@ -215,11 +215,7 @@ impl DeliveryRef<'_> {
         put_str(out, self.subject);
         put_str(out, self.id);
         put_opt_str(out, self.key);
-        out.put_u16(self.headers.len().min(HEADERS_MAX) as u16);
-        for (k, v) in self.headers.iter().take(HEADERS_MAX) {
-            put_str(out, k);
-            put_str(out, v);
-        }
+        put_headers(out, self.headers);
         out.put_u32(self.delivery_count);
         put_str(out, self.origin);
         out.put_u64(self.origin_seq);
@@ -967,11 +963,11 @@ fn read_error(r: &mut Reader) -> Result<ErrorBody, DecodeError> {
     })
 }
 
-fn put_headers(out: &mut BytesMut, headers: &Headers) {
+fn put_headers<K: AsRef<str>, V: AsRef<str>>(out: &mut BytesMut, headers: &[(K, V)]) {
     out.put_u16(headers.len().min(HEADERS_MAX) as u16);
     for (k, v) in headers.iter().take(HEADERS_MAX) {
-        put_str(out, k);
-        put_str(out, v);
+        put_str(out, k.as_ref());
+        put_str(out, v.as_ref());
     }
 }
 
