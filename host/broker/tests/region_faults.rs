@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tern_client::{AckLevel, Client, PubMessage, StreamConfig};
+use tern_client::{AckLevel, Client, ClientConfig, PubMessage, StreamConfig};
 use tern_tests::fault::{check, drain, Cluster, History, Outcome, Probe, Report, Workload};
 use tokio_util::sync::CancellationToken;
 
@@ -88,7 +88,18 @@ async fn run_with(
     cluster: &mut Cluster,
     faults: impl AsyncFnOnce(&mut Cluster, &Arc<History>),
 ) -> Report {
-    let history = Workload::new(STREAM).run_around(cluster, faults).await;
+    let cfg = cluster.client_config();
+    run_with_config(cfg, cluster, faults).await
+}
+
+async fn run_with_config(
+    cfg: ClientConfig,
+    cluster: &mut Cluster,
+    faults: impl AsyncFnOnce(&mut Cluster, &Arc<History>),
+) -> Report {
+    let history = Workload::new(STREAM)
+        .run_around_with(cfg, cluster, faults)
+        .await;
     check_nodes(cluster, &history).await
 }
 
@@ -133,26 +144,32 @@ fn quantile(v: &[Duration], q: f64) -> Duration {
 async fn kill_leader_rounds(rounds: usize) -> (Report, Vec<Duration>) {
     let mut cluster = region().await;
     let mut elections = Vec::new();
-    let report = run_with(&mut cluster, async |c: &mut Cluster, h: &Arc<History>| {
-        for round in 0..rounds {
-            let old = c.wait_leader(LEADER_WITHIN).await.expect("a leader");
-            h.fault(format!(
-                "SIGKILL leader {} (kill #{round})",
-                c.nodes[old].name
-            ));
-            let killed_at = Instant::now();
-            c.nodes[old].kill();
-            let new = c
-                .wait_leader(LEADER_WITHIN)
-                .await
-                .expect("the survivors elect a leader");
-            elections.push(killed_at.elapsed());
-            assert_ne!(new, old);
-            c.nodes[old].restart();
-            c.wait_ready(old).await;
-            tokio::time::sleep(Duration::from_millis(1_000)).await;
-        }
-    })
+    // The producers use the client's defaults: RTO is what an application sees.
+    let cfg = cluster.default_client_config();
+    let report = run_with_config(
+        cfg,
+        &mut cluster,
+        async |c: &mut Cluster, h: &Arc<History>| {
+            for round in 0..rounds {
+                let old = c.wait_leader(LEADER_WITHIN).await.expect("a leader");
+                h.fault(format!(
+                    "SIGKILL leader {} (kill #{round})",
+                    c.nodes[old].name
+                ));
+                let killed_at = Instant::now();
+                c.nodes[old].kill();
+                let new = c
+                    .wait_leader(LEADER_WITHIN)
+                    .await
+                    .expect("the survivors elect a leader");
+                elections.push(killed_at.elapsed());
+                assert_ne!(new, old);
+                c.nodes[old].restart();
+                c.wait_ready(old).await;
+                tokio::time::sleep(Duration::from_millis(1_000)).await;
+            }
+        },
+    )
     .await;
     (report, elections)
 }
@@ -473,4 +490,66 @@ async fn leader_kill_rto_20() {
     let (report, elections) = kill_leader_rounds(20).await;
     print_rto(&report, &elections);
     assert_correct(&report);
+}
+
+/// While the region elects a leader, a follower asked to write holds its `not_leader`
+/// answer until one is elected and names it: the client goes straight to the new leader
+/// instead of trying members in turn. Here the follower cannot win alone (the leader is
+/// dead and the other follower cut off) until the partition heals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_asked_mid_election_names_the_leader_elected() {
+    bounded(async {
+        let mut c = region().await;
+        let dead = c.wait_leader(LEADER_WITHIN).await.expect("a leader");
+        let followers: Vec<usize> = (0..NODES).filter(|i| *i != dead).collect();
+        let (cut, asked) = (followers[0], followers[1]);
+        c.nodes[dead].kill();
+        c.isolate(cut);
+        // Until its lease runs out, `asked` names the dead leader; then it campaigns.
+        let deadline = Instant::now() + LEADER_WITHIN;
+        while c.probe(asked).await == Probe::Names(dead) {
+            assert!(
+                Instant::now() < deadline,
+                "node {asked} still names the dead leader"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut cfg = c.node_client_config(asked);
+        cfg.publish_attempts_max = 1;
+        cfg.request_timeout_ms = 10_000;
+        let client = Client::connect(cfg).await.expect("connect");
+        let msg = PubMessage {
+            subject: format!("{STREAM}.mid-election"),
+            id: None,
+            key: None,
+            headers: Vec::new(),
+            payload: Bytes::from_static(b"x"),
+        };
+        let asked_at = Instant::now();
+        let answer = tokio::spawn(async move {
+            let r = client.publish(msg, AckLevel::Quorum).await;
+            client.close().await;
+            r
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        c.heal();
+        let answer = answer.await.expect("publish task");
+        println!(
+            "answered after {} ms: {answer:?}",
+            asked_at.elapsed().as_millis()
+        );
+        let named = match answer {
+            Err(e) => e.leader_addr().map(str::to_owned),
+            Ok(_) => panic!("node {asked} was not leading, yet acked"),
+        };
+        let survivors = [
+            c.nodes[cut].addr.to_string(),
+            c.nodes[asked].addr.to_string(),
+        ];
+        assert!(
+            named.as_ref().is_some_and(|a| survivors.contains(a)),
+            "the answer names {named:?}, not the leader elected among {survivors:?}"
+        );
+    })
+    .await
 }

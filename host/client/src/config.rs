@@ -19,7 +19,8 @@ pub struct ClientConfig {
     pub server_name: String,
     /// Client name sent in `Hello` (shows up in node logs).
     pub client_name: String,
-    /// Time allowed to resolve, handshake and exchange `Hello` with one node. Default 5 s.
+    /// Time allowed to resolve, handshake and exchange `Hello` with one node. Default 2 s:
+    /// a node that is down never answers, and each one tried in turn costs this long.
     pub connect_timeout_ms: u64,
     /// Time allowed for one attempt of one request before it counts as failed. Default 30 s.
     pub request_timeout_ms: u64,
@@ -32,7 +33,11 @@ pub struct ClientConfig {
     pub backoff_max_ms: u64,
     /// Publish requests (single or batch) in flight at once per client. Default 1024.
     pub inflight_max: usize,
-    /// QUIC limits of the connection.
+    /// QUIC limits of the connection. A client's defaults differ from a node's in how
+    /// soon it gives up on a silent node: keep-alives every 500 ms and an idle timeout of
+    /// 2 s (the smaller of the client's and the node's applies). A node that was killed,
+    /// stopped or cut off fails the requests waiting on it after 2 s, which the client
+    /// retries at another member, instead of after the request timeout.
     pub transport: TransportLimits,
 }
 
@@ -44,13 +49,17 @@ impl ClientConfig {
             ca,
             server_name: "localhost".to_string(),
             client_name: "tern-client".to_string(),
-            connect_timeout_ms: 5_000,
+            connect_timeout_ms: 2_000,
             request_timeout_ms: 30_000,
             publish_attempts_max: 5,
             backoff_initial_ms: 100,
             backoff_max_ms: 5_000,
             inflight_max: 1024,
-            transport: TransportLimits::default(),
+            transport: TransportLimits {
+                idle_timeout_ms: 2_000,
+                keep_alive_ms: 500,
+                ..TransportLimits::default()
+            },
         }
     }
 
@@ -71,6 +80,10 @@ impl ClientConfig {
         }
         if self.connect_timeout_ms == 0 || self.request_timeout_ms == 0 {
             return bad("timeouts must be above 0 ms");
+        }
+        let t = &self.transport;
+        if t.keep_alive_ms == 0 || t.keep_alive_ms >= t.idle_timeout_ms {
+            return bad("transport.keep_alive_ms must be above 0 and below idle_timeout_ms");
         }
         if self.publish_attempts_max == 0 {
             return bad("publish_attempts_max must be at least 1");
@@ -168,7 +181,9 @@ mod tests {
     fn defaults_match_the_documentation() {
         let c = ClientConfig::new(vec!["127.0.0.1:7420".into()], "ca.pem".into());
         assert_eq!(c.server_name, "localhost");
-        assert_eq!(c.connect_timeout_ms, 5_000);
+        assert_eq!(c.connect_timeout_ms, 2_000);
+        assert_eq!(c.transport.idle_timeout_ms, 2_000);
+        assert_eq!(c.transport.keep_alive_ms, 500);
         assert_eq!(c.request_timeout_ms, 30_000);
         assert_eq!(c.publish_attempts_max, 5);
         assert_eq!(c.backoff_initial_ms, 100);
@@ -189,6 +204,9 @@ mod tests {
         assert!(matches!(c.validate(), Err(ClientError::Config(_))));
         let mut c = ok.clone();
         c.publish_attempts_max = 0;
+        assert!(c.validate().is_err());
+        let mut c = ok.clone();
+        c.transport.keep_alive_ms = c.transport.idle_timeout_ms;
         assert!(c.validate().is_err());
         let mut c = ok.clone();
         c.inflight_max = 0;

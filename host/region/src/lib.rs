@@ -17,6 +17,7 @@
 //! that loses unsynced writes.
 
 mod admin;
+mod campaign;
 mod codec;
 mod command;
 mod config;

@@ -21,6 +21,7 @@ use openraft::raft::{
 };
 use openraft::{OptionalSend, Vote};
 
+use crate::campaign::Refusals;
 use crate::limits::RPC_TIMEOUT_MS_MAX;
 use crate::{NodeAddr, NodeId, Raft, Snapshot, SnapshotData, TypeConfig};
 
@@ -85,11 +86,21 @@ pub trait Transport: Send + Sync + 'static {
 pub struct Network<T> {
     id: NodeId,
     transport: Arc<T>,
+    refusals: Arc<Refusals>,
 }
 
 impl<T> Network<T> {
     pub fn new(id: NodeId, transport: Arc<T>) -> Network<T> {
-        Network { id, transport }
+        Network {
+            id,
+            transport,
+            refusals: Arc::default(),
+        }
+    }
+
+    /// Where the vote requests refused by a longer log are recorded.
+    pub(crate) fn refusals(&self) -> Arc<Refusals> {
+        self.refusals.clone()
     }
 }
 
@@ -102,6 +113,7 @@ impl<T: Transport> RaftNetworkFactory<TypeConfig> for Network<T> {
             to: target,
             addr: node.clone(),
             transport: self.transport.clone(),
+            refusals: self.refusals.clone(),
         }
     }
 }
@@ -112,6 +124,7 @@ pub struct Connection<T> {
     to: NodeId,
     addr: NodeAddr,
     transport: Arc<T>,
+    refusals: Arc<Refusals>,
 }
 
 type RpcResult<R, E> = Result<R, RPCError<NodeId, NodeAddr, RaftError<NodeId, E>>>;
@@ -223,10 +236,18 @@ impl<T: Transport> RaftNetwork<TypeConfig> for Connection<T> {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> RpcResult<VoteResponse<NodeId>, openraft::error::Infallible> {
-        self.call(RaftRpc::Vote(rpc), RPCTypes::Vote, &option, |r| match r {
-            RaftReply::Vote(r) => Some(r),
-            _ => None,
-        })
-        .await
+        let (term, mine) = (rpc.vote.leader_id().term, rpc.last_log_id);
+        let reply = self
+            .call(RaftRpc::Vote(rpc), RPCTypes::Vote, &option, |r| match r {
+                RaftReply::Vote(r) => Some(r),
+                _ => None,
+            })
+            .await;
+        if let Ok(r) = &reply {
+            if !r.vote_granted && r.last_log_id > mine {
+                self.refusals.longer_log(term);
+            }
+        }
+        reply
     }
 }

@@ -98,6 +98,7 @@ pub struct NodeRegion {
     transport: Arc<QuicTransport>,
     serve: tokio::task::JoinHandle<()>,
     snapshot_trigger: tokio::task::JoinHandle<()>,
+    campaign_watch: tokio::task::JoinHandle<()>,
     /// Resolves once the log's writer thread has let go of the log file.
     log_closed: Mutex<Option<crate::LogClosed>>,
 }
@@ -125,20 +126,22 @@ impl NodeRegion {
         // node_snapshot.rs): the node asks for them.
         let mut config = (*cfg.raft.to_openraft(cfg.id)?).clone();
         config.snapshot_policy = SnapshotPolicy::Never;
-        let raft = Raft::new(
-            cfg.id,
-            Arc::new(config),
-            Network::new(cfg.id, transport.clone()),
-            log,
-            machine,
-        )
-        .await
-        .map_err(crate::StartError::from)?;
+        let network = Network::new(cfg.id, transport.clone());
+        let refusals = network.refusals();
+        let raft = Raft::new(cfg.id, Arc::new(config), network, log, machine)
+            .await
+            .map_err(crate::StartError::from)?;
         let serve = transport.serve(raft.clone());
         let snapshot_trigger = tokio::spawn(snapshot_when_due(
             raft.clone(),
             snapshots,
             cfg.raft.snapshot_log_bytes,
+        ));
+        let campaign_watch = tokio::spawn(crate::campaign::watch(
+            raft.clone(),
+            cfg.id,
+            std::time::Duration::from_millis(cfg.raft.election_timeout_ms_for(cfg.id)),
+            refusals,
         ));
         let contact = Contact {
             me: cfg.id,
@@ -165,6 +168,7 @@ impl NodeRegion {
             transport,
             serve,
             snapshot_trigger,
+            campaign_watch,
             log_closed: Mutex::new(Some(log_closed)),
         })
     }
@@ -178,13 +182,7 @@ impl NodeRegion {
         match m.current_leader {
             Some(leader) if leader == self.id && self.contact.lost(&m) => Err(None),
             Some(leader) if leader == self.id => Ok(m.current_term),
-            Some(leader) => Err(m
-                .membership_config
-                .membership()
-                .get_node(&leader)
-                .map(|n| n.client_addr.clone())
-                .filter(|a| !a.is_empty())),
-            None => Err(None),
+            _ => Err(leader_addr(&m)),
         }
     }
 
@@ -202,6 +200,7 @@ impl NodeRegion {
     /// Stops Raft and the region endpoint.
     pub async fn shutdown(&self) {
         self.snapshot_trigger.abort();
+        self.campaign_watch.abort();
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }
@@ -252,6 +251,12 @@ struct Contact {
 }
 
 impl Contact {
+    /// How long a follower holds a write while no leader is known (see
+    /// [`leader_elected`]): two election timeouts, in which an election normally ends.
+    fn election_wait(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(2 * self.within_ms)
+    }
+
     /// Whether `m` shows this node leading without a majority's acknowledgement for longer
     /// than allowed. openraft refreshes the figure at every tick of its core.
     fn lost(&self, m: &openraft::RaftMetrics<NodeId, NodeAddr>) -> bool {
@@ -444,6 +449,7 @@ async fn propose_loop(
         }
         match raft.client_write_ff(cmd).await {
             Ok(written) => {
+                let raft = raft.clone();
                 tokio::spawn(async move {
                     let _slot = slot;
                     let result = written.await;
@@ -453,10 +459,14 @@ async fn propose_loop(
                             Err(_) => answer.fail(unavailable("the entry was not applied")),
                         },
                         Ok(Err(ClientWriteError::ForwardToLeader(f))) => {
-                            let leader = f
+                            let named = f
                                 .leader_node
                                 .map(|n| n.client_addr)
                                 .filter(|a| !a.is_empty());
+                            let leader = match named {
+                                Some(addr) => Some(addr),
+                                None => leader_elected(&raft, contact.election_wait()).await,
+                            };
                             answer.fail(StoreError::NotLeader(leader));
                         }
                         Ok(Err(e)) => answer.fail(unavailable(&e.to_string())),
@@ -467,6 +477,30 @@ async fn propose_loop(
             Err(e) => answer.fail(unavailable(&e.to_string())),
         }
     }
+}
+
+/// The client address of the leader `m` names, when it names one that has an address.
+fn leader_addr(m: &openraft::RaftMetrics<NodeId, NodeAddr>) -> Option<String> {
+    let leader = m.current_leader?;
+    m.membership_config
+        .membership()
+        .get_node(&leader)
+        .map(|n| n.client_addr.clone())
+        .filter(|a| !a.is_empty())
+}
+
+/// The leader's client address once the region has one, waiting at most `within`.
+///
+/// A follower asked to write while the region elects a leader holds its `not_leader`
+/// answer until the election ends, then names the winner: the client goes straight there
+/// instead of trying the members in turn with backoff, some of them possibly down.
+async fn leader_elected(raft: &Raft, within: std::time::Duration) -> Option<String> {
+    let m = raft
+        .wait(Some(within))
+        .metrics(|m| m.current_leader.is_some(), "a leader is elected")
+        .await
+        .ok()?;
+    leader_addr(&m)
 }
 
 fn unavailable(why: &str) -> StoreError {

@@ -383,11 +383,17 @@ impl Cluster {
     /// A client configuration trusting node 0's development CA, with short timeouts so
     /// that faults turn into unknown outcomes quickly.
     pub fn client_config(&self) -> ClientConfig {
-        let mut c = ClientConfig::new(self.servers(), self.nodes[0].data.join("ca.pem"));
+        let mut c = self.default_client_config();
         c.connect_timeout_ms = 1_000;
         c.request_timeout_ms = 2_000;
         c.publish_attempts_max = 5;
         c
+    }
+
+    /// What an application gets: the client's defaults, with only the servers and the
+    /// CA set. Recovery times are measured with it.
+    pub fn default_client_config(&self) -> ClientConfig {
+        ClientConfig::new(self.servers(), self.nodes[0].data.join("ca.pem"))
     }
 
     /// A client configuration for node `i` alone.

@@ -52,16 +52,28 @@ impl Workload {
     }
 
     /// Runs the producers against `cluster` while `faults` runs, with half a second of
-    /// load before and after it, then stops them; returns what they recorded.
+    /// load before and after it, then stops them; returns what they recorded. The
+    /// producers use [`Cluster::client_config`].
     pub async fn run_around(
         &self,
+        cluster: &mut Cluster,
+        faults: impl AsyncFnOnce(&mut Cluster, &Arc<History>),
+    ) -> Arc<History> {
+        let cfg = cluster.client_config();
+        self.run_around_with(cfg, cluster, faults).await
+    }
+
+    /// [`Workload::run_around`] with producers using `cfg`.
+    pub async fn run_around_with(
+        &self,
+        cfg: ClientConfig,
         cluster: &mut Cluster,
         faults: impl AsyncFnOnce(&mut Cluster, &Arc<History>),
     ) -> Arc<History> {
         let history = Arc::new(History::new());
         let stop = CancellationToken::new();
         let load = tokio::spawn({
-            let (w, cfg) = (self.clone(), cluster.client_config());
+            let w = self.clone();
             let (history, stop) = (history.clone(), stop.clone());
             async move { w.run(cfg, history, stop).await }
         });

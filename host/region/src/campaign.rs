@@ -1,0 +1,170 @@
+//! A node whose leader went silent campaigns when its election timeout says so.
+//!
+//! openraft 0.9 postpones a node's next campaign by `2 x election_timeout_max` once one of
+//! its vote requests met a longer log than its own, and forgets that only when the node
+//! next campaigns on its own timer. A node that lost an election that way (the follower
+//! with the shortest timeout, an entry behind when the leader died) carries the delay
+//! into later failovers, even one in which it holds the longest log and is the only
+//! member that can win: elections then took 2.4-3.7 s instead of 1.1-1.5 s
+//! (docs/benchmarks.md). openraft fixed it after 0.9 (its pull request 2087).
+//!
+//! Until then this watch keeps the timer openraft would keep with a flag that is not
+//! stale: the delay counts only for refusals of a campaign made since the node last
+//! followed a leader ([`Refusals`], recorded by the network). When that timer has run
+//! out by [`GRACE`] and the node has not campaigned, the watch starts the campaign. With
+//! no stale delay, openraft campaigns first and the watch does nothing.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::ServerState;
+
+use crate::{NodeId, Raft};
+
+/// How often the watch looks.
+const WATCH_EVERY: Duration = Duration::from_millis(100);
+/// Past its deadline, openraft campaigns at its next tick (every 1.5 heartbeats, 225 ms
+/// by default); the watch leaves it that and a margin.
+const GRACE: Duration = Duration::from_millis(300);
+
+/// The highest term in which one of this node's vote requests was refused by a peer
+/// holding a longer log.
+#[derive(Debug, Default)]
+pub(crate) struct Refusals {
+    longer_log_term: AtomicU64,
+}
+
+impl Refusals {
+    /// A vote request of `term` was refused by a peer whose log is longer.
+    pub(crate) fn longer_log(&self, term: u64) {
+        self.longer_log_term.fetch_max(term, Ordering::Relaxed);
+    }
+
+    fn longer_log_term(&self) -> u64 {
+        self.longer_log_term.load(Ordering::Relaxed)
+    }
+}
+
+/// What the watch reads of openraft's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Seen {
+    /// Follower or candidate (only these campaign).
+    may_campaign: bool,
+    /// The vote is committed: the node follows an elected leader.
+    following: bool,
+    /// Term of the vote.
+    term: u64,
+    /// Time since the vote was last refreshed (by the leader, or by casting it).
+    silent: Duration,
+}
+
+/// How long after its vote was refreshed a node campaigns, as openraft decides it, with
+/// the longer-log delay only when a campaign since the last leader (`led_term`) earned it.
+fn deadline(seen: &Seen, timeout: Duration, led_term: u64, longer_log_term: u64) -> Duration {
+    // openraft's lease is the end of the timeout range, which is the timeout plus 1 ms
+    // (see `RegionConfig::raft_config`).
+    let lease = timeout + Duration::from_millis(1);
+    let base = if seen.following {
+        lease + timeout
+    } else {
+        timeout
+    };
+    if !seen.following && longer_log_term > led_term {
+        base + 2 * lease
+    } else {
+        base
+    }
+}
+
+/// Whether the watch should start a campaign now.
+fn overdue(seen: &Seen, timeout: Duration, led_term: u64, longer_log_term: u64) -> bool {
+    seen.may_campaign && seen.silent > deadline(seen, timeout, led_term, longer_log_term) + GRACE
+}
+
+/// Watches `raft` (node `me`, election timeout `timeout`) until it stops.
+pub(crate) async fn watch(raft: Raft, me: NodeId, timeout: Duration, refusals: Arc<Refusals>) {
+    let mut tick = tokio::time::interval(WATCH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The term of the last leader this node followed.
+    let mut led_term = 0;
+    loop {
+        tick.tick().await;
+        let seen = raft
+            .with_raft_state(move |st| {
+                let vote = st.vote_ref();
+                let since = st.vote_last_modified()?;
+                Some(Seen {
+                    may_campaign: st.server_state == ServerState::Follower
+                        || st.server_state == ServerState::Candidate,
+                    following: vote.is_committed() && vote.leader_id().voted_for() != Some(me),
+                    term: vote.leader_id().term,
+                    silent: tokio::time::Instant::now() - since,
+                })
+            })
+            .await;
+        let seen = match seen {
+            Ok(Some(seen)) => seen,
+            Ok(None) => continue,
+            Err(_) => return, // Raft has stopped.
+        };
+        if seen.following {
+            led_term = seen.term;
+        }
+        if overdue(&seen, timeout, led_term, refusals.longer_log_term()) {
+            tracing::info!(
+                silent_ms = seen.silent.as_millis() as u64,
+                term = seen.term,
+                "election timeout passed without a campaign: campaigning"
+            );
+            if raft.trigger().elect().await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Duration = Duration::from_millis(630);
+
+    fn seen(following: bool, term: u64, silent_ms: u64) -> Seen {
+        Seen {
+            may_campaign: true,
+            following,
+            term,
+            silent: Duration::from_millis(silent_ms),
+        }
+    }
+
+    #[test]
+    fn a_follower_campaigns_after_lease_and_timeout_whatever_it_was_refused_before() {
+        // openraft campaigns after lease + timeout (1,261 ms), at its next tick: the watch
+        // leaves it that.
+        assert!(!overdue(&seen(true, 7, 1_261), T, 7, 0));
+        assert!(!overdue(&seen(true, 7, 1_261 + 225), T, 7, 0));
+        assert!(overdue(&seen(true, 7, 1_600), T, 7, 0));
+        // A refusal from an earlier election (term 5) does not postpone this one, while
+        // openraft would wait 2 x 631 ms more.
+        assert!(overdue(&seen(true, 7, 1_600), T, 7, 5));
+    }
+
+    #[test]
+    fn a_candidate_refused_for_a_shorter_log_in_this_election_waits_longer() {
+        // Candidate in term 8 after following the leader of term 7.
+        assert!(overdue(&seen(false, 8, 1_000), T, 7, 0));
+        // Refused in term 8 by a longer log: the others get their turn first.
+        assert!(!overdue(&seen(false, 8, 1_000), T, 7, 8));
+        assert!(!overdue(&seen(false, 8, 630 + 1_262 + 200), T, 7, 8));
+        assert!(overdue(&seen(false, 8, 630 + 1_262 + 400), T, 7, 8));
+    }
+
+    #[test]
+    fn leaders_and_learners_are_left_alone() {
+        let mut s = seen(true, 7, 60_000);
+        s.may_campaign = false;
+        assert!(!overdue(&s, T, 7, 0));
+    }
+}
