@@ -37,7 +37,9 @@ pub struct RegionConfig {
     /// 3.6-4.3 s instead of 2.1 s (docs/benchmarks.md). With distinct timeouts the fastest
     /// live follower campaigns alone, and the others' leases (their own, shorter than twice
     /// the smallest timeout while max < 2 x min) have run out by then, so it wins in one
-    /// round: a new leader 0.9-1.1 s after the old one died, for node ids 1-3.
+    /// round: a new leader 0.9-1.1 s after the old one died, for node ids 1-3. When that
+    /// follower's log is shorter than another's, the other wins the next round; a node's
+    /// later failovers are not slowed by such a refusal (campaign.rs).
     pub election_timeout_ms_max: u64,
     /// A node's store: take a snapshot once the log applied since the last one holds this
     /// many bytes, and let openraft purge the log behind it. Default 64 MiB.
