@@ -59,19 +59,18 @@ struct Seen {
     silent: Duration,
 }
 
-/// How long after its vote was refreshed a node campaigns, as openraft decides it, with
-/// the longer-log delay only when a campaign since the last leader (`led_term`) earned it.
+/// How long after its vote was refreshed a node campaigns at the latest, as openraft
+/// decides it with `election_timeout_max` = `timeout` (its lease, and the end of the
+/// range its own timeout is drawn from), with the longer-log delay only when a campaign
+/// since the last leader (`led_term`) earned it.
 fn deadline(seen: &Seen, timeout: Duration, led_term: u64, longer_log_term: u64) -> Duration {
-    // openraft's lease is the end of the timeout range, which is the timeout plus 1 ms
-    // (see `RegionConfig::raft_config`).
-    let lease = timeout + Duration::from_millis(1);
     let base = if seen.following {
-        lease + timeout
+        timeout + timeout
     } else {
         timeout
     };
     if !seen.following && longer_log_term > led_term {
-        base + 2 * lease
+        base + 2 * timeout
     } else {
         base
     }
@@ -82,7 +81,8 @@ fn overdue(seen: &Seen, timeout: Duration, led_term: u64, longer_log_term: u64) 
     seen.may_campaign && seen.silent > deadline(seen, timeout, led_term, longer_log_term) + GRACE
 }
 
-/// Watches `raft` (node `me`, election timeout `timeout`) until it stops.
+/// Watches `raft` (node `me`, openraft's `election_timeout_max` = `timeout`) until it
+/// stops.
 pub(crate) async fn watch(raft: Raft, me: NodeId, timeout: Duration, refusals: Arc<Refusals>) {
     let mut tick = tokio::time::interval(WATCH_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -128,7 +128,8 @@ pub(crate) async fn watch(raft: Raft, me: NodeId, timeout: Duration, refusals: A
 mod tests {
     use super::*;
 
-    const T: Duration = Duration::from_millis(630);
+    // A node of id 3 with the defaults: its timeout is 630 ms, openraft's range 630-631.
+    const T: Duration = Duration::from_millis(631);
 
     fn seen(following: bool, term: u64, silent_ms: u64) -> Seen {
         Seen {
@@ -143,8 +144,8 @@ mod tests {
     fn a_follower_campaigns_after_lease_and_timeout_whatever_it_was_refused_before() {
         // openraft campaigns after lease + timeout (1,261 ms), at its next tick: the watch
         // leaves it that.
-        assert!(!overdue(&seen(true, 7, 1_261), T, 7, 0));
-        assert!(!overdue(&seen(true, 7, 1_261 + 225), T, 7, 0));
+        assert!(!overdue(&seen(true, 7, 1_262), T, 7, 0));
+        assert!(!overdue(&seen(true, 7, 1_262 + 225), T, 7, 0));
         assert!(overdue(&seen(true, 7, 1_600), T, 7, 0));
         // A refusal from an earlier election (term 5) does not postpone this one, while
         // openraft would wait 2 x 631 ms more.
@@ -157,8 +158,8 @@ mod tests {
         assert!(overdue(&seen(false, 8, 1_000), T, 7, 0));
         // Refused in term 8 by a longer log: the others get their turn first.
         assert!(!overdue(&seen(false, 8, 1_000), T, 7, 8));
-        assert!(!overdue(&seen(false, 8, 630 + 1_262 + 200), T, 7, 8));
-        assert!(overdue(&seen(false, 8, 630 + 1_262 + 400), T, 7, 8));
+        assert!(!overdue(&seen(false, 8, 631 + 1_262 + 200), T, 7, 8));
+        assert!(overdue(&seen(false, 8, 631 + 1_262 + 400), T, 7, 8));
     }
 
     #[test]

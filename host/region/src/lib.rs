@@ -112,13 +112,10 @@ pub async fn start_on<T: Transport>(
     store: RegionStore,
     transport: Arc<T>,
 ) -> Result<(Raft, StateReader), StartError> {
-    let raft = Raft::new(
-        id,
-        config,
-        Network::new(id, transport),
-        store.log,
-        store.state_machine,
-    )
-    .await?;
+    let network = Network::new(id, transport);
+    let refusals = network.refusals();
+    let timeout = std::time::Duration::from_millis(config.election_timeout_max);
+    let raft = Raft::new(id, config, network, store.log, store.state_machine).await?;
+    tokio::spawn(campaign::watch(raft.clone(), id, timeout, refusals));
     Ok((raft, store.reader))
 }

@@ -126,6 +126,7 @@ impl NodeRegion {
         // node_snapshot.rs): the node asks for them.
         let mut config = (*cfg.raft.to_openraft(cfg.id)?).clone();
         config.snapshot_policy = SnapshotPolicy::Never;
+        let election_timeout_max = std::time::Duration::from_millis(config.election_timeout_max);
         let network = Network::new(cfg.id, transport.clone());
         let refusals = network.refusals();
         let raft = Raft::new(cfg.id, Arc::new(config), network, log, machine)
@@ -140,7 +141,7 @@ impl NodeRegion {
         let campaign_watch = tokio::spawn(crate::campaign::watch(
             raft.clone(),
             cfg.id,
-            std::time::Duration::from_millis(cfg.raft.election_timeout_ms_for(cfg.id)),
+            election_timeout_max,
             refusals,
         ));
         let contact = Contact {
