@@ -5,6 +5,9 @@
 //!   header/subject rules (it takes no payloads) and with a JSON-field rule (it takes them),
 //!   and with no rules (`route-keep`: the cost of a hook call that does nothing), with and
 //!   without the three headers and key;
+//! - per-message cost of `dedup-key` (json-dedup-key) on the same batches: `dedup-json` reads
+//!   `$.order_id`, the payload's first field; `dedup-json-absent` looks for a field the
+//!   payloads lack, so it passes over the whole document (a 900-byte string included);
 //! - cold deploy (validate + compile + instantiate + first call) vs warm load (precompiled
 //!   artifact from the cache + instantiate + first call).
 //!
@@ -130,8 +133,20 @@ fn per_message(c: &mut Criterion) {
         HookKind::Route,
         ROUTER_JSON_RULES,
     );
+    let dedup = load(
+        &engine,
+        guests::JSON_DEDUP_KEY,
+        HookKind::DedupKey,
+        &[("path", "$.order_id")],
+    );
+    let dedup_absent = load(
+        &engine,
+        guests::JSON_DEDUP_KEY,
+        HookKind::DedupKey,
+        &[("path", "$.absent")],
+    );
     assert!(!residency.reads_payload() && !router.reads_payload());
-    assert!(json_router.reads_payload());
+    assert!(json_router.reads_payload() && dedup.reads_payload());
     let hop = hop();
 
     for n in [100usize, 1000] {
@@ -166,6 +181,20 @@ fn per_message(c: &mut Criterion) {
         });
         group.bench_function("route-json", |b| {
             b.iter(|| black_box(json_router.route("orders", &batch, &refs).unwrap()))
+        });
+        assert_eq!(
+            dedup.dedup_key("orders", &batch, &refs).unwrap()[7],
+            Some("o-7".into())
+        );
+        group.bench_function("dedup-json", |b| {
+            b.iter(|| black_box(dedup.dedup_key("orders", &batch, &refs).unwrap()))
+        });
+        assert_eq!(
+            dedup_absent.dedup_key("orders", &batch, &refs).unwrap()[7],
+            None
+        );
+        group.bench_function("dedup-json-absent", |b| {
+            b.iter(|| black_box(dedup_absent.dedup_key("orders", &batch, &refs).unwrap()))
         });
         group.bench_function("residency+route-headers", |b| {
             b.iter(|| {

@@ -18,7 +18,9 @@
 //! default = to:lanes.normal.{subject}
 //! ```
 //! The plugin asks the node for payloads only when a `json:` rule exists, so header- and
-//! subject-only configurations never pay for copying payloads.
+//! subject-only configurations never pay for copying payloads. A `json:` rule reads a
+//! payload only as far as the field's value and the `,` or bracket after it (see
+//! `tern_sdk::json`): the payload must be JSON that far, and what follows is not checked.
 //! Invalid rules reject every message with the error as reason (and log it once per call).
 
 use tern_sdk::json::{Path, Value};
@@ -153,11 +155,14 @@ fn matches(m: &Match, msg: &Message, payload: &[u8]) -> bool {
         Match::Subject(pattern) => subject::matches(pattern, &msg.subject),
         Match::HeaderEquals(name, value) => msg.header(name) == Some(value.as_str()),
         Match::HeaderPresent(name) => msg.header(name).is_some(),
-        Match::Json(path, want) => match (path.extract(payload), want) {
-            (None | Some(Value::Null), _) => false,
-            (Some(_), None) => true,
-            (Some(Value::String(s)), Some(want)) => s == want.text,
-            (Some(other), Some(want)) => want.json.as_ref() == Some(&other),
+        Match::Json(path, want) => match (path.find(payload), want) {
+            (None, _) => false,
+            (Some(found), _) if found.is_null() => false,
+            // Present: and, like any value the router reads, UTF-8.
+            (Some(found), None) => std::str::from_utf8(found.json()).is_ok(),
+            // Compared where it lies in the payload: most rules name strings.
+            (Some(found), Some(want)) if found.is_string() => found.is_str(&want.text),
+            (Some(found), Some(want)) => want.json.is_some() && want.json == found.value(),
         },
         Match::Any => true,
     }
@@ -326,6 +331,30 @@ mod tests {
             vec![
                 Routing::To(vec!["two".into()]),
                 Routing::To(vec!["flagged".into()]),
+                Routing::Keep
+            ]
+        );
+    }
+
+    #[test]
+    fn json_strings_compare_decoded_and_read_only_so_far() {
+        let _host = TestHost::new()
+            .param("route.1", r#"json:$.tier=g"old -> to:quoted"#)
+            .param("route.2", "json:$.tier=gold -> to:gold")
+            .install();
+        let out = route(
+            &[Message::new("a"), Message::new("b"), Message::new("c")],
+            &Payloads::new(vec![
+                br#"{"tier":"g\u006fld"}"#.to_vec(),
+                br#"{"tier":"g\"old", "rest": not json"#.to_vec(),
+                br#"{"x":bad,"tier":"gold"}"#.to_vec(),
+            ]),
+        );
+        assert_eq!(
+            out,
+            vec![
+                Routing::To(vec!["gold".into()]),
+                Routing::To(vec!["quoted".into()]),
                 Routing::Keep
             ]
         );

@@ -9,8 +9,12 @@
 //! (counter `missing`); strings are used as they are, numbers and booleans as JSON text,
 //! objects and arrays as compact JSON. Keys longer than [`KEY_BYTES_MAX`] are not used
 //! (counter `too-long`): the node refuses longer keys.
+//!
+//! The payload is read only as far as the field's value and the `,` or `}` after it (see
+//! `tern_sdk::json`): it must be JSON that far, and what follows is not checked, so
+//! `{"order_id":"o-1", oops` gives the key `o-1`.
 
-use tern_sdk::json::{value_to_key, Path};
+use tern_sdk::json::Path;
 use tern_sdk::{config, log, metrics, Message, Payloads};
 
 /// Longest key this plugin returns (the node's limit on dedup keys is 256 bytes).
@@ -27,15 +31,16 @@ fn key(batch: &[Message], payloads: &Payloads) -> Vec<Option<String>> {
     let (mut missing, mut too_long) = (0u64, 0u64);
     let keys = (0..batch.len())
         .map(|i| {
-            let Some(value) = path
-                .extract(payloads.get(i))
-                .as_ref()
-                .and_then(value_to_key)
-            else {
+            let Some(value) = path.find(payloads.get(i)).and_then(|found| found.to_key()) else {
                 missing += 1;
                 return None;
             };
-            let key = format!("{prefix}{value}");
+            // Not `format!`: the formatting machinery costs more than the field's lookup.
+            let key = if prefix.is_empty() {
+                value
+            } else {
+                [prefix.as_str(), &value].concat()
+            };
             if key.len() > KEY_BYTES_MAX {
                 too_long += 1;
                 return None;
@@ -99,6 +104,33 @@ mod tests {
             vec![Some("o-17".into()), Some("42".into()), None, None, None]
         );
         assert_eq!(host.counter("missing"), 3);
+    }
+
+    #[test]
+    fn payload_read_only_as_far_as_the_field() {
+        let _host = TestHost::new().param("path", "$.order_id").install();
+        let (msgs, payloads) = batch(&[
+            // Escapes in keys and values are decoded.
+            r#"{"n\u0061me":"x","order_id":"o-\"1\""}"#,
+            // Not JSON after the field: not read.
+            r#"{"order_id":"o-2", oops"#,
+            // Not JSON before the field: no key.
+            r#"{"lines":[1,,2],"order_id":"o-3"}"#,
+            // Not an object.
+            r#"["order_id","o-4"]"#,
+            // Skipped over: nested values, and a string holding what looks like the field.
+            r#"{"a":{"order_id":"inner"},"b":"\"order_id\":\"no\"","order_id":5}"#,
+        ]);
+        assert_eq!(
+            key(&msgs, &payloads),
+            vec![
+                Some("o-\"1\"".into()),
+                Some("o-2".into()),
+                None,
+                None,
+                Some("5".into())
+            ]
+        );
     }
 
     #[test]
