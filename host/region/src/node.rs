@@ -452,14 +452,19 @@ async fn propose_loop(
             Ok(written) => {
                 let raft = raft.clone();
                 tokio::spawn(async move {
-                    let _slot = slot;
                     let result = written.await;
                     match result {
-                        Ok(Ok(_)) => match applied.await {
-                            Ok(outcomes) => answer.split(outcomes),
-                            Err(_) => answer.fail(unavailable("the entry was not applied")),
-                        },
+                        Ok(Ok(_)) => {
+                            let applied = applied.await;
+                            drop(slot);
+                            match applied {
+                                Ok(outcomes) => answer.split(outcomes),
+                                Err(_) => answer.fail(unavailable("the entry was not applied")),
+                            }
+                        }
                         Ok(Err(ClientWriteError::ForwardToLeader(f))) => {
+                            // Not in the log: the slot is free while the answer waits.
+                            drop(slot);
                             let named = f
                                 .leader_node
                                 .map(|n| n.client_addr)
