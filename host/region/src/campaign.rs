@@ -162,6 +162,68 @@ mod tests {
         assert!(overdue(&seen(false, 8, 631 + 1_262 + 400), T, 7, 8));
     }
 
+    /// The network records a vote refused by a peer with a longer log, with the term the
+    /// vote was for: that is what tells the watch a longer-log delay is earned.
+    #[tokio::test(start_paused = true)]
+    async fn a_vote_refused_for_a_shorter_log_is_recorded_with_its_term() {
+        use std::collections::BTreeMap;
+
+        use crate::{Command, NodeAddr, RegionConfig, RegionStore, Router};
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let router = Arc::new(Router::new(7));
+        let config = RegionConfig::default();
+        let (mut rafts, mut refusals, mut members) =
+            (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
+        for id in [1u64, 2, 3] {
+            let store = RegionStore::open(dir.path().join(format!("{id}.redb"))).expect("open");
+            let network = crate::Network::new(id, router.clone());
+            refusals.insert(id, network.refusals());
+            let openraft = config.to_openraft(id).expect("config");
+            let raft = Raft::new(id, openraft, network, store.log, store.state_machine)
+                .await
+                .expect("start");
+            router.register(id, raft.clone());
+            rafts.insert(id, raft);
+            members.insert(
+                id,
+                NodeAddr::with_client(format!("r{id}"), format!("c{id}")),
+            );
+        }
+        rafts[&1].initialize(members).await.expect("initialize");
+        let leader = rafts[&1]
+            .wait(Some(Duration::from_secs(10)))
+            .metrics(|m| m.current_leader.is_some(), "a leader")
+            .await
+            .expect("a leader")
+            .current_leader
+            .expect("a leader");
+        let mut others = [1u64, 2, 3].into_iter().filter(|id| *id != leader);
+        let (behind, ahead) = (others.next().unwrap(), others.next().unwrap());
+        // `behind` stops hearing from the leader; `ahead` gets one more entry.
+        router.cut(leader, behind);
+        let put = Command::Put {
+            key: "k".into(),
+            value: b"v".to_vec(),
+        };
+        rafts[&leader]
+            .client_write(put)
+            .await
+            .expect("committed with `ahead`");
+        let term = rafts[&behind].metrics().borrow().current_term;
+        assert_eq!(refusals[&behind].longer_log_term(), 0);
+        // `ahead` refuses (its leader's lease holds, and its log is longer) and says how
+        // long its log is; the leader's answer is lost on the cut link.
+        rafts[&behind].trigger().elect().await.expect("campaign");
+        // Less than any election timeout: no campaign of its own timer yet.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(refusals[&behind].longer_log_term(), term + 1);
+        assert_eq!(refusals[&ahead].longer_log_term(), 0);
+        for raft in rafts.values() {
+            let _ = raft.shutdown().await;
+        }
+    }
+
     #[test]
     fn leaders_and_learners_are_left_alone() {
         let mut s = seen(true, 7, 60_000);
