@@ -110,8 +110,9 @@ impl PublishJob {
 impl Client {
     /// Publish one message and wait for the node's durable ack.
     ///
-    /// A message without an id gets a random 128-bit hex id first, so that retries are
-    /// idempotent. Retryable node errors, timeouts and connection failures are retried up to
+    /// A message without an id gets a unique one first (milliseconds since the epoch, a
+    /// per-process random part and a counter, in hex), so that retries are idempotent.
+    /// Retryable node errors, timeouts and connection failures are retried up to
     /// `publish_attempts_max` attempts with exponential backoff and full jitter, reconnecting
     /// (to the next server) as needed, always with the same id.
     pub async fn publish(&self, msg: PubMessage, ack: AckLevel) -> Result<Receipt, ClientError> {
