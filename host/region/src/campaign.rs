@@ -64,11 +64,7 @@ struct Seen {
 /// range its own timeout is drawn from), with the longer-log delay only when a campaign
 /// since the last leader (`led_term`) earned it.
 fn deadline(seen: &Seen, timeout: Duration, led_term: u64, longer_log_term: u64) -> Duration {
-    let base = if seen.following {
-        timeout + timeout
-    } else {
-        timeout
-    };
+    let base = if seen.following { 2 * timeout } else { timeout };
     if !seen.following && longer_log_term > led_term {
         base + 2 * timeout
     } else {
@@ -81,9 +77,20 @@ fn overdue(seen: &Seen, timeout: Duration, led_term: u64, longer_log_term: u64) 
     seen.may_campaign && seen.silent > deadline(seen, timeout, led_term, longer_log_term) + GRACE
 }
 
+/// Starts the watch of node `me`, started with openraft `config`; it ends with `raft`.
+pub(crate) fn spawn(
+    raft: &Raft,
+    me: NodeId,
+    config: &openraft::Config,
+    refusals: Arc<Refusals>,
+) -> tokio::task::JoinHandle<()> {
+    let timeout = Duration::from_millis(config.election_timeout_max);
+    tokio::spawn(watch(raft.clone(), me, timeout, refusals))
+}
+
 /// Watches `raft` (node `me`, openraft's `election_timeout_max` = `timeout`) until it
 /// stops.
-pub(crate) async fn watch(raft: Raft, me: NodeId, timeout: Duration, refusals: Arc<Refusals>) {
+async fn watch(raft: Raft, me: NodeId, timeout: Duration, refusals: Arc<Refusals>) {
     let mut tick = tokio::time::interval(WATCH_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The term of the last leader this node followed.

@@ -114,8 +114,7 @@ pub async fn start_on<T: Transport>(
 ) -> Result<(Raft, StateReader), StartError> {
     let network = Network::new(id, transport);
     let refusals = network.refusals();
-    let timeout = std::time::Duration::from_millis(config.election_timeout_max);
-    let raft = Raft::new(id, config, network, store.log, store.state_machine).await?;
-    tokio::spawn(campaign::watch(raft.clone(), id, timeout, refusals));
+    let raft = Raft::new(id, config.clone(), network, store.log, store.state_machine).await?;
+    campaign::spawn(&raft, id, &config, refusals);
     Ok((raft, store.reader))
 }

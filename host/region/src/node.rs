@@ -126,10 +126,10 @@ impl NodeRegion {
         // node_snapshot.rs): the node asks for them.
         let mut config = (*cfg.raft.to_openraft(cfg.id)?).clone();
         config.snapshot_policy = SnapshotPolicy::Never;
-        let election_timeout_max = std::time::Duration::from_millis(config.election_timeout_max);
+        let config = Arc::new(config);
         let network = Network::new(cfg.id, transport.clone());
         let refusals = network.refusals();
-        let raft = Raft::new(cfg.id, Arc::new(config), network, log, machine)
+        let raft = Raft::new(cfg.id, config.clone(), network, log, machine)
             .await
             .map_err(crate::StartError::from)?;
         let serve = transport.serve(raft.clone());
@@ -138,12 +138,7 @@ impl NodeRegion {
             snapshots,
             cfg.raft.snapshot_log_bytes,
         ));
-        let campaign_watch = tokio::spawn(crate::campaign::watch(
-            raft.clone(),
-            cfg.id,
-            election_timeout_max,
-            refusals,
-        ));
+        let campaign_watch = crate::campaign::spawn(&raft, cfg.id, &config, refusals);
         let contact = Contact {
             me: cfg.id,
             within_ms: cfg.raft.election_timeout_ms_max,
