@@ -7,6 +7,7 @@
 mod backend;
 mod change;
 mod chunks;
+mod dedup;
 mod error;
 mod records;
 mod snapshot;
@@ -694,6 +695,11 @@ pub(crate) fn load(db: &Database) -> Result<BTreeMap<String, StreamRecord>, Stor
                 meta.insert(META_FORMAT, FORMAT_VERSION)?;
             }
             Some(FORMAT_VERSION) => {}
+            Some(FORMAT_VERSION_ID_ROWS) => {
+                let moved = dedup::upgrade_v1(&txn)?;
+                meta.insert(META_FORMAT, FORMAT_VERSION)?;
+                tracing::info!(ids = moved, "dedup index moved to rows by id prefix");
+            }
             Some(v) => return Err(StoreError::UnknownFormat(v as u8)),
         }
         txn.open_table(STREAMS)?;

@@ -19,6 +19,7 @@ use redb::{
     Database, Key, ReadTransaction, ReadableTable, TableDefinition, Value, WriteTransaction,
 };
 
+use crate::dedup;
 use crate::error::StoreError;
 use crate::tables::*;
 
@@ -51,6 +52,11 @@ impl Shape {
         }
     }
 }
+
+/// The dedup index's tag. Its rows travel one per id, `(stream id, id) -> seq` as redb lays
+/// out those types, whatever rows the index keeps them in (see dedup.rs): the snapshot
+/// format does not change with the index's layout.
+const DEDUP_TAG: u8 = 4;
 
 /// Calls `$m!(tag, TABLE, key shape, value shape)` for every table, in snapshot order.
 macro_rules! each_table {
@@ -114,7 +120,11 @@ pub(crate) fn write(txn: &ReadTransaction, out: impl Write) -> Result<u64, Store
     let mut rows = 0u64;
     macro_rules! dump {
         ($tag:expr, $t:ident, $k:expr, $v:expr) => {
-            rows += dump_table(txn, $t, $tag, &mut w)?;
+            rows += if $tag == DEDUP_TAG {
+                dump_dedup(txn, &mut w)?
+            } else {
+                dump_table(txn, $t, $tag, &mut w)?
+            };
         };
     }
     each_table!(dump);
@@ -145,6 +155,25 @@ fn dump_table<K: Key + 'static, V: Value + 'static>(
         w.put(&(v.len() as u32).to_le_bytes()).map_err(io)?;
         w.put(v).map_err(io)?;
         rows += 1;
+    }
+    Ok(rows)
+}
+
+fn dump_dedup(txn: &ReadTransaction, w: &mut Summed<impl Write>) -> Result<u64, StoreError> {
+    let table = txn.open_table(DEDUP)?;
+    let mut rows = 0;
+    for row in table.iter()? {
+        let (k, v) = row?;
+        for (sid, id, seq) in dedup::row_ids(k.value(), v.value())? {
+            let id = std::str::from_utf8(&id).map_err(|_| StoreError::Corrupt("dedup row"))?;
+            let k = <(u32, &str) as Value>::as_bytes(&(sid, id));
+            w.put(&[DEDUP_TAG]).map_err(io)?;
+            w.put(&(k.len() as u32).to_le_bytes()).map_err(io)?;
+            w.put(&k).map_err(io)?;
+            w.put(&8u32.to_le_bytes()).map_err(io)?;
+            w.put(&seq.to_le_bytes()).map_err(io)?;
+            rows += 1;
+        }
     }
     Ok(rows)
 }
@@ -269,7 +298,11 @@ pub(crate) fn install(db: &Database, mut file: std::fs::File) -> Result<u64, Sto
     let txn = db.begin_write()?;
     macro_rules! load {
         ($tag:expr, $t:ident, $k:expr, $v:expr) => {
-            load_table(&txn, $t, $tag, &mut rows_in)?;
+            if $tag == DEDUP_TAG {
+                load_dedup(&txn, &mut rows_in)?;
+            } else {
+                load_table(&txn, $t, $tag, &mut rows_in)?;
+            }
         };
     }
     each_table!(load);
@@ -290,6 +323,21 @@ fn load_table<K: Key + 'static, V: Value + 'static>(
         table.insert(K::from_bytes(&rows.key), V::from_bytes(&rows.value))?;
     }
     Ok(())
+}
+
+fn load_dedup(txn: &WriteTransaction, rows: &mut Rows<impl Read>) -> Result<(), StoreError> {
+    txn.delete_table(DEDUP)?;
+    let mut table = txn.open_table(DEDUP)?;
+    let mut pending = dedup::Pending::default();
+    while rows.next == DEDUP_TAG {
+        rows.advance()?;
+        let (sid, id) = <(u32, &str) as Value>::from_bytes(&rows.key);
+        pending.insert(&table, sid, id, u64::from_bytes(&rows.value))?;
+        if pending.len() >= dedup::FLUSH_ROWS {
+            pending.flush(&mut table)?;
+        }
+    }
+    pending.flush(&mut table)
 }
 
 #[cfg(test)]

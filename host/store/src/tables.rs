@@ -9,8 +9,12 @@ pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta")
 pub(crate) const STREAMS: TableDefinition<&str, &[u8]> = TableDefinition::new("streams");
 /// (stream id, first local seq) -> chunk of message records (see chunks.rs).
 pub(crate) const MSGS: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("msgs");
-/// (stream id, message id) -> local seq of the stored original.
-pub(crate) const DEDUP: TableDefinition<(u32, &str), u64> = TableDefinition::new("dedup");
+/// Stream id and message id prefix -> the ids with that prefix and the local seqs of their
+/// stored originals (see dedup.rs).
+pub(crate) const DEDUP: TableDefinition<&[u8], &[u8]> = TableDefinition::new("dedup_rows");
+/// The dedup index of format 1, one row per id: (stream id, message id) -> local seq.
+/// Converted to [`DEDUP`] when a file of that format opens.
+pub(crate) const DEDUP_V1: TableDefinition<(u32, &str), u64> = TableDefinition::new("dedup");
 /// (stream id, first local seq of a chunk) -> newest commit time and the producer ids
 /// of that chunk, for pruning DEDUP in time order.
 pub(crate) const DEDUP_EXPIRY: TableDefinition<(u32, u64), &[u8]> =
@@ -36,4 +40,6 @@ pub(crate) const META_NEXT_GID: &str = "next_group_id";
 /// log prefix continue from the same value, restarted or not.
 pub(crate) const META_LAST_HLC: &str = "last_hlc";
 /// On-disk format version written by this build.
-pub(crate) const FORMAT_VERSION: u64 = 1;
+pub(crate) const FORMAT_VERSION: u64 = 2;
+/// The format before the dedup index kept ids in rows by prefix.
+pub(crate) const FORMAT_VERSION_ID_ROWS: u64 = 1;

@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::change::{Change, LogEntry, Outcome};
 use crate::chunks::{self, ChunkBuf};
+use crate::dedup;
 use crate::error::StoreError;
 use crate::records::{self, GroupRecord, Prepared, StreamRecord};
 use crate::tables::*;
@@ -223,6 +224,8 @@ pub(crate) struct BatchState {
     chunks: BTreeMap<u32, ChunkBuf>,
     /// Sequence of the message being pushed (first sequence of a chunk it opens).
     next_seq: u64,
+    /// Dedup index rows read or changed.
+    dedup: dedup::Pending,
     /// The clock of the log entry being applied; the wall clock when `None`.
     clock_ms: Option<u64>,
 }
@@ -262,7 +265,7 @@ impl BatchState {
                 write_chunk(t, sid, piece)?;
             }
         }
-        Ok(())
+        self.dedup.flush(&mut t.dedup)
     }
 }
 
@@ -316,7 +319,7 @@ struct Tables<'t> {
     meta: Table<'t, &'static str, u64>,
     streams: Table<'t, &'static str, &'static [u8]>,
     msgs: Table<'t, (u32, u64), &'static [u8]>,
-    dedup: Table<'t, (u32, &'static str), u64>,
+    dedup: dedup::DedupTable<'t>,
     expiry: Table<'t, (u32, u64), &'static [u8]>,
     keys: Table<'t, (u32, &'static str), u64>,
     groups: Table<'t, (u32, &'static str), &'static [u8]>,
@@ -753,15 +756,9 @@ impl Writer {
         let stream = rec.config.name.clone();
         let seq = rec.state.last_seq + 1;
         // One lookup for both the duplicate check and the new entry: an id seen before gets
-        // its original sequence back (the transaction is atomic, so nothing else sees the
-        // overwritten value).
+        // its original sequence back.
         if m.producer_id {
-            let original = t
-                .dedup
-                .insert((sid, m.id.as_str()), seq)?
-                .map(|g| g.value());
-            if let Some(original) = original {
-                t.dedup.insert((sid, m.id.as_str()), original)?;
+            if let Some(original) = batch.dedup.insert(&t.dedup, sid, &m.id, seq)? {
                 return Ok(Ok(Receipt {
                     id: m.id,
                     stream,
@@ -980,7 +977,7 @@ fn delete_stream(
     t.msgs.retain_in((sid, 0)..=(sid, u64::MAX), |_, _| false)?;
     t.expiry
         .retain_in((sid, 0)..=(sid, u64::MAX), |_, _| false)?;
-    t.dedup.retain_in((sid, "")..(sid + 1, ""), |_, _| false)?;
+    dedup::remove_stream(&mut t.dedup, sid)?;
     t.keys.retain_in((sid, "")..(sid + 1, ""), |_, _| false)?;
     let mut gids = Vec::new();
     for row in t.groups.range((sid, "")..(sid + 1, ""))? {
@@ -1072,10 +1069,8 @@ fn enforce_retention(
         }
         for (first, ids) in expired {
             t.expiry.remove((sid, first))?;
-            for id in ids {
-                t.dedup.remove((sid, id.as_str()))?;
-                dedup_removed += 1;
-            }
+            dedup::remove(&mut t.dedup, sid, &ids)?;
+            dedup_removed += ids.len() as u64;
         }
     }
     Ok((removed, dedup_removed))

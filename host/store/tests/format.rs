@@ -110,6 +110,27 @@ async fn reads_format_version_1() {
         .await;
     let again = again[0].as_ref().unwrap();
     assert_eq!((again.seq, again.duplicate), (2, true));
+    // The upgrade of the dedup index (format 2) was committed: a reopened store still
+    // finds every id, and takes a new one.
+    store.close();
+    let store = Store::open(StoreOptions::new(&copy)).unwrap();
+    let again = store
+        .append(
+            ["order-1", "order-3", "order-4"]
+                .iter()
+                .map(|id| PubMessage {
+                    subject: "orders.eu.1".into(),
+                    id: Some(id.to_string()),
+                    ..Default::default()
+                })
+                .collect(),
+        )
+        .await;
+    let seqs: Vec<_> = again
+        .iter()
+        .map(|r| r.as_ref().map(|r| (r.seq, r.duplicate)).unwrap())
+        .collect();
+    assert_eq!(seqs, vec![(1, true), (3, true), (4, false)]);
     let (g, rows) = store
         .open_group(
             "orders",
