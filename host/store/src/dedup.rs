@@ -6,8 +6,8 @@
 //! Ids from one producer share all but their last few bytes (a counter, a timestamp), so a
 //! transaction that stores a thousand of them touches tens of rows instead of inserting a
 //! thousand: one redb insert costs about 6,000 instructions, and the index had been the
-//! largest part of storing a message. Rows are read once per transaction into
-//! [`Pending`] and written back once when it ends.
+//! largest part of storing a message. A transaction keeps the rows it touched in
+//! [`Pending`] and writes each changed one back once, when it ends.
 //!
 //! Row key: stream id (u32 big-endian, so one stream's rows are one range) then the prefix.
 //! Row value: entries of `suffix u16 BE | seq u64 BE`, sorted by suffix, where the suffix
@@ -113,34 +113,47 @@ struct Row {
 impl Pending {
     /// Records `id` of stream `sid` at `seq`, unless the stream holds it already: then
     /// nothing changes and the original's sequence comes back.
+    ///
+    /// A row this transaction has not seen is written at once with the new entry alone,
+    /// which also reads what it replaces: an id whose prefix is new (random ids) costs one
+    /// redb insert, as a row per id did. When it replaced a row, the merged row is written
+    /// back by [`Pending::flush`].
     pub(crate) fn insert(
         &mut self,
-        table: &DedupTable<'_>,
+        table: &mut DedupTable<'_>,
         sid: u32,
         id: &str,
         seq: u64,
     ) -> Result<Option<u64>, StoreError> {
         let suffix = locate(sid, id, &mut self.key);
+        let mut e = [0u8; ENTRY_BYTES];
+        e[..2].copy_from_slice(&suffix.to_be_bytes());
+        e[2..].copy_from_slice(&seq.to_be_bytes());
         let row = match self.rows.get_mut(self.key.as_slice()) {
             Some(row) => row,
             None => {
-                let entries = match table.get(self.key.as_slice())? {
-                    Some(v) => v.value().to_vec(),
-                    None => Vec::new(),
+                let replaced = table
+                    .insert(self.key.as_slice(), e.as_slice())?
+                    .map(|v| v.value().to_vec());
+                let Some(entries) = replaced else {
+                    let row = Row {
+                        entries: e.to_vec(),
+                        changed: false,
+                    };
+                    self.rows.insert(self.key.clone(), row);
+                    return Ok(None);
                 };
                 check_row(&entries)?;
+                // The table holds the new entry alone until the flush writes this back.
                 self.rows.entry(self.key.clone()).or_insert(Row {
                     entries,
-                    changed: false,
+                    changed: true,
                 })
             }
         };
         match find(&row.entries, suffix) {
             Ok(i) => Ok(Some(entry(&row.entries, i).1)),
             Err(at) => {
-                let mut e = [0u8; ENTRY_BYTES];
-                e[..2].copy_from_slice(&suffix.to_be_bytes());
-                e[2..].copy_from_slice(&seq.to_be_bytes());
                 let at = at * ENTRY_BYTES;
                 row.entries.splice(at..at, e);
                 row.changed = true;
@@ -241,7 +254,7 @@ pub(crate) fn upgrade_v1(txn: &WriteTransaction) -> Result<u64, StoreError> {
         for row in old.iter()? {
             let (k, v) = row?;
             let (sid, id) = k.value();
-            pending.insert(&new, sid, id, v.value())?;
+            pending.insert(&mut new, sid, id, v.value())?;
             moved += 1;
             if pending.len() >= FLUSH_ROWS {
                 pending.flush(&mut new)?;
@@ -279,10 +292,14 @@ mod tests {
             let mut t = txn.open_table(DEDUP).unwrap();
             let mut p = Pending::default();
             for (i, id) in ids.iter().enumerate() {
-                assert_eq!(p.insert(&t, 1, id, i as u64 + 10).unwrap(), None, "{id:?}");
-                assert_eq!(p.insert(&t, 2, id, 99).unwrap(), None, "{id:?}");
+                assert_eq!(
+                    p.insert(&mut t, 1, id, i as u64 + 10).unwrap(),
+                    None,
+                    "{id:?}"
+                );
+                assert_eq!(p.insert(&mut t, 2, id, 99).unwrap(), None, "{id:?}");
             }
-            assert_eq!(p.insert(&t, 1, "abc", 500).unwrap(), Some(13));
+            assert_eq!(p.insert(&mut t, 1, "abc", 500).unwrap(), Some(13));
             p.flush(&mut t).unwrap();
         }
         txn.commit().unwrap();
@@ -292,9 +309,9 @@ mod tests {
             let mut t = txn.open_table(DEDUP).unwrap();
             let mut p = Pending::default();
             for (i, id) in ids.iter().enumerate() {
-                assert_eq!(p.insert(&t, 1, id, 700).unwrap(), Some(i as u64 + 10));
+                assert_eq!(p.insert(&mut t, 1, id, 700).unwrap(), Some(i as u64 + 10));
             }
-            assert_eq!(p.insert(&t, 1, "abe", 20).unwrap(), None);
+            assert_eq!(p.insert(&mut t, 1, "abe", 20).unwrap(), None);
             p.flush(&mut t).unwrap();
             let removed = remove(&mut t, 1, &["abc".into(), "".into(), "zz".into()]).unwrap();
             assert_eq!(removed, 2);
@@ -337,11 +354,11 @@ mod tests {
             for last in (0u8..=255).rev() {
                 let id = format!("p{}", char::from(last));
                 if id.len() == 2 {
-                    assert_eq!(p.insert(&t, 3, &id, u64::from(last)).unwrap(), None);
+                    assert_eq!(p.insert(&mut t, 3, &id, u64::from(last)).unwrap(), None);
                     n += 1;
                 }
             }
-            p.insert(&t, 3, "p", 1000).unwrap();
+            p.insert(&mut t, 3, "p", 1000).unwrap();
             p.flush(&mut t).unwrap();
             let row = t
                 .get([0, 0, 0, 3].as_slice())
@@ -366,7 +383,7 @@ mod tests {
                 Err(StoreError::Corrupt("dedup row"))
             ));
             assert!(matches!(
-                Pending::default().insert(&t, 3, "qx", 1),
+                Pending::default().insert(&mut t, 3, "qx", 1),
                 Err(StoreError::Corrupt("dedup row"))
             ));
         }

@@ -332,7 +332,7 @@ fn load_dedup(txn: &WriteTransaction, rows: &mut Rows<impl Read>) -> Result<(), 
     while rows.next == DEDUP_TAG {
         rows.advance()?;
         let (sid, id) = <(u32, &str) as Value>::from_bytes(&rows.key);
-        pending.insert(&table, sid, id, u64::from_bytes(&rows.value))?;
+        pending.insert(&mut table, sid, id, u64::from_bytes(&rows.value))?;
         if pending.len() >= dedup::FLUSH_ROWS {
             pending.flush(&mut table)?;
         }

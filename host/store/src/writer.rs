@@ -758,7 +758,7 @@ impl Writer {
         // One lookup for both the duplicate check and the new entry: an id seen before gets
         // its original sequence back.
         if m.producer_id {
-            if let Some(original) = batch.dedup.insert(&t.dedup, sid, &m.id, seq)? {
+            if let Some(original) = batch.dedup.insert(&mut t.dedup, sid, &m.id, seq)? {
                 return Ok(Ok(Receipt {
                     id: m.id,
                     stream,
