@@ -226,6 +226,10 @@ pub(crate) struct BatchState {
     next_seq: u64,
     /// Dedup index rows read or changed.
     dedup: dedup::Pending,
+    /// The last subject appended to and its stream: a valid subject matches one stream at
+    /// most (streams may not overlap), so the next message to it skips the checks. Cleared
+    /// when a stream is created or deleted.
+    route: Option<(String, String)>,
     /// The clock of the log entry being applied; the wall clock when `None`.
     clock_ms: Option<u64>,
 }
@@ -604,10 +608,12 @@ impl Writer {
                 (Answer::Append(reply, out), None)
             }
             Op::CreateStream { config, reply } => {
+                batch.route = None;
                 let (r, f) = split(self.create_stream(config, t, streams));
                 (Answer::Stream(reply, r), f)
             }
             Op::DeleteStream { name, reply } => {
+                batch.route = None;
                 let (r, f) = split(
                     batch
                         .flush_all(t)
@@ -697,6 +703,9 @@ impl Writer {
         ) {
             batch.flush_all(t)?;
         }
+        if matches!(c, Change::CreateStream(_) | Change::DeleteStream(_)) {
+            batch.route = None;
+        }
         Ok(match c {
             Change::Append(msgs) => {
                 let mut out = Vec::with_capacity(msgs.len());
@@ -741,16 +750,27 @@ impl Writer {
         hlc: &mut u64,
         batch: &mut BatchState,
     ) -> Result<Result<Receipt, StoreError>, StoreError> {
-        if let Err(e) = subject::validate_subject(&m.subject) {
-            return Ok(Err(e.into()));
-        }
-        let Some(rec) = streams.values_mut().find(|r| {
-            r.config
-                .subjects
-                .iter()
-                .any(|f| subject::matches(f, &m.subject))
-        }) else {
-            return Ok(Err(StoreError::NoStream(m.subject)));
+        let known = match &batch.route {
+            Some((subject, stream)) if *subject == m.subject => Some(stream.as_str()),
+            _ => None,
+        };
+        let rec = match known.and_then(|name| streams.get_mut(name)) {
+            Some(rec) => rec,
+            None => {
+                if let Err(e) = subject::validate_subject(&m.subject) {
+                    return Ok(Err(e.into()));
+                }
+                let Some(rec) = streams.values_mut().find(|r| {
+                    r.config
+                        .subjects
+                        .iter()
+                        .any(|f| subject::matches(f, &m.subject))
+                }) else {
+                    return Ok(Err(StoreError::NoStream(m.subject)));
+                };
+                batch.route = Some((m.subject.clone(), rec.config.name.clone()));
+                rec
+            }
         };
         let sid = rec.sid;
         let stream = rec.config.name.clone();

@@ -212,3 +212,47 @@ async fn a_restart_between_entries_does_not_change_the_stamps() {
     );
     assert_eq!(a[99].hlc, (ms << 16) + 99);
 }
+
+/// A stream deleted and created again with other subjects inside one entry (one write
+/// transaction): a message to the old subject finds no stream, one to the new subject
+/// finds it, whatever the messages before them were routed to.
+#[tokio::test]
+async fn a_stream_recreated_within_one_transaction_routes_by_its_new_subjects() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), "a.redb");
+    let config = |subject: &str| StreamConfig {
+        name: "orders".into(),
+        subjects: vec![subject.into()],
+        ..StreamConfig::default()
+    };
+    let at = |subject: &str| {
+        Prepared::new(
+            PubMessage {
+                subject: subject.into(),
+                ..PubMessage::default()
+            },
+            "eu",
+        )
+    };
+    let entry = LogEntry {
+        time_ms: 86_400_000,
+        changes: vec![
+            Change::CreateStream(config("orders.>")),
+            Change::Append(vec![at("orders.eu"), at("orders.eu")]),
+            Change::DeleteStream("orders".into()),
+            Change::CreateStream(config("billing.>")),
+            Change::Append(vec![at("orders.eu"), at("billing.eu")]),
+        ],
+    };
+    let out = store.apply_log(vec![entry], Vec::new()).await.unwrap();
+    let Some(Outcome::Append(last)) = out[0].last() else {
+        panic!("no append outcome: {out:?}");
+    };
+    assert!(
+        matches!(&last[0], Err(tern_store::StoreError::NoStream(s)) if s == "orders.eu"),
+        "{:?}",
+        last[0]
+    );
+    let stored = last[1].as_ref().expect("billing.eu is stored");
+    assert_eq!((stored.stream.as_str(), stored.seq), ("orders", 1));
+}
