@@ -293,9 +293,7 @@ async fn a_wiped_member_catches_up_from_a_snapshot_once_the_log_is_purged() {
         c.cluster.snapshot_keep_entries = 5;
     })
     .await;
-    if region.leader().await == 0 {
-        move_leadership_to(&region, 1).await;
-    }
+    move_leadership_away_from(&region, 0).await;
     let leader = region.leader().await;
     let client = region.client(&[0, 1, 2]).await;
     create_stream(&client).await;
@@ -410,6 +408,33 @@ async fn move_leadership_to(region: &Region, i: usize) {
     })
     .await;
     assert!(moved.is_some(), "member {i} did not become the leader");
+}
+
+/// Makes a member other than `from` the leader: the others campaign in turn until every
+/// member names one of them, a bounded number of times. Either may win an election one of
+/// them set off, so waiting for a particular one would take longer for nothing.
+async fn move_leadership_away_from(region: &Region, from: usize) {
+    let others: Vec<usize> = (0..region.nodes.len()).filter(|&i| i != from).collect();
+    let mut turn = 0;
+    let moved = eventually(60, Duration::from_millis(500), || {
+        turn += 1;
+        let candidate = others[turn % others.len()];
+        async move {
+            if region.leader().await != from {
+                return Some(());
+            }
+            region
+                .node(candidate)
+                .node()
+                .region()?
+                .campaign()
+                .await
+                .ok()?;
+            None
+        }
+    })
+    .await;
+    assert!(moved.is_some(), "member {from} is still the leader");
 }
 
 /// Consumes and acks `range` as group "billing", then closes the subscription.
