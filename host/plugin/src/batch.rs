@@ -126,13 +126,16 @@ impl<'a> Reader<'a> {
 
     /// The next message.
     pub fn message(&mut self) -> Result<MessageView<'a>, BatchError> {
-        let subject = self.str()?;
-        let id = self.str()?;
+        let start = self.rest;
+        let subject = self.bytes()?.len();
+        let id = self.bytes()?.len();
         let key = match self.u8()? {
             0 => None,
-            1 => Some(self.str()?),
+            1 => Some(self.bytes()?.len()),
             _ => return Err(BatchError("key flag is neither 0 nor 1")),
         };
+        let text = &start[..start.len() - self.rest.len()];
+        let (subject, id, key) = texts(text, subject, id, key)?;
         Ok(MessageView {
             subject,
             id,
@@ -160,6 +163,42 @@ impl<'a> Reader<'a> {
             Err(BatchError("bytes after the last entry"))
         }
     }
+}
+
+/// A message's subject, id and key as text, given their lengths. `text` is the stretch of
+/// the batch from the subject's length to the key's end (or its flag, without a key).
+///
+/// Bytes below 0x80 are UTF-8 on their own and never part of a longer sequence. When each
+/// of the three is shorter than 0x80 bytes, every byte between them (their lengths and the
+/// key's flag) is below 0x80, so the stretch is UTF-8 exactly when each of the three is:
+/// one check instead of three, which for short texts is mostly the per-call cost.
+fn texts(
+    text: &[u8],
+    subject: usize,
+    id: usize,
+    key: Option<usize>,
+) -> Result<(&str, &str, Option<&str>), BatchError> {
+    let ranges = [
+        Some(4..4 + subject),
+        Some(8 + subject..8 + subject + id),
+        key.map(|k| 13 + subject + id..13 + subject + id + k),
+    ];
+    let short = [subject, id, key.unwrap_or(0)].iter().all(|&n| n < 0x80);
+    let [s, i, k] = if short {
+        let whole = std::str::from_utf8(text).ok();
+        ranges.map(|r| r.map(|r| whole.and_then(|w| w.get(r))))
+    } else {
+        ranges.map(|r| r.map(|r| text.get(r).and_then(|t| std::str::from_utf8(t).ok())))
+    };
+    Ok((
+        utf8(s.flatten())?,
+        utf8(i.flatten())?,
+        k.map(utf8).transpose()?,
+    ))
+}
+
+fn utf8(text: Option<&str>) -> Result<&str, BatchError> {
+    text.ok_or(BatchError("text is not UTF-8"))
 }
 
 /// `len` messages from `entries`.
@@ -264,6 +303,48 @@ mod tests {
         assert!(messages(&not_utf8, 1).is_err());
         // A huge count with few bytes fails without allocating for the count.
         assert!(messages(&entries, usize::MAX).is_err());
+    }
+
+    #[test]
+    fn texts_of_every_length_are_checked_each_on_its_own() {
+        // Lengths on both sides of the one-check limit (0x80), and bytes that are not
+        // UTF-8 at either end of each text: every one is refused, whatever the others are.
+        let long = "é".repeat(70);
+        for subject in ["s", long.as_str()] {
+            for id in ["", "i", long.as_str()] {
+                for key in [None, Some("k"), Some(long.as_str())] {
+                    let m = MessageView {
+                        subject,
+                        id,
+                        key,
+                        ..sample(0)
+                    };
+                    let mut entries = Vec::new();
+                    put_message(&mut entries, &m);
+                    assert_eq!(messages(&entries, 1).unwrap(), vec![m]);
+                    // (where, what): a lone continuation byte where a text starts, a
+                    // lead byte with nothing after it where a text ends, 0xff anywhere.
+                    let ends = |from: usize, len: usize| {
+                        [(from, 0x80), (from, 0xff), (from + len - 1, 0xc3)]
+                    };
+                    let mut bad = ends(4, subject.len()).to_vec();
+                    if !id.is_empty() {
+                        bad.extend(ends(8 + subject.len(), id.len()));
+                    }
+                    if let Some(k) = key {
+                        bad.extend(ends(13 + subject.len() + id.len(), k.len()));
+                    }
+                    for (i, byte) in bad {
+                        let mut broken = entries.clone();
+                        broken[i] = byte;
+                        assert!(
+                            messages(&broken, 1).is_err(),
+                            "byte {i} set to {byte:#x} in {m:?}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]
