@@ -636,6 +636,23 @@ async fn routing_to_several_subjects_stores_copies_that_dedup_on_retry() {
     assert_eq!(client.stream_info("orders").await.unwrap().state.msgs, 1);
     assert_eq!(client.stream_info("audit").await.unwrap().state.msgs, 1);
     assert_eq!(client.stream_info("eu").await.unwrap().state.msgs, 0);
+
+    // In one batch, the copies of a refused message do not take the next message's place.
+    let results = client
+        .publish_batch(
+            vec![
+                msg("orders.d", &[("region", "eu")], "x"),
+                msg("orders.e", &[], "y"),
+            ],
+            AckLevel::Local,
+        )
+        .await
+        .unwrap();
+    assert!(results[0].is_err(), "{:?}", results[0]);
+    let kept = results[1].as_ref().unwrap();
+    assert_eq!(kept.stream, "orders");
+    assert_eq!(client.stream_info("orders").await.unwrap().state.msgs, 2);
+    assert_eq!(client.stream_info("audit").await.unwrap().state.msgs, 2);
     client.close().await;
     node.stop().await;
 }

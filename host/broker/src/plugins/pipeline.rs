@@ -71,21 +71,19 @@ fn apply(plugins: &Plugins, store: &Store, mut msgs: Vec<PubMessage>) -> Outcome
     let registry = plugins.registry();
     let n = msgs.len();
     let mut decisions: Vec<Decision> = (0..n).map(|_| Decision::Keep).collect();
+    let mut streams = Streams::new(store);
 
     // The stream of each published subject, looked up once.
-    let sources: Vec<Option<String>> = msgs
-        .iter()
-        .map(|m| store.stream_for_subject(&m.subject))
-        .collect();
-    let mut by_stream: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    let sources: Vec<Option<usize>> = msgs.iter().map(|m| streams.of(&m.subject)).collect();
+    let mut by_stream: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     for (i, source) in sources.iter().enumerate() {
         if let Some(stream) = source {
-            by_stream.entry(stream).or_default().push(i);
+            by_stream.entry(*stream).or_default().push(i);
         }
     }
-    for (stream, idx) in &by_stream {
-        let dedup = registry.chain(stream, HookKind::DedupKey);
-        let route = registry.chain(stream, HookKind::Route);
+    for (&stream, idx) in &by_stream {
+        let dedup = registry.chain(streams.name(stream), HookKind::DedupKey);
+        let route = registry.chain(streams.name(stream), HookKind::Route);
         if dedup.is_empty() && route.is_empty() {
             continue;
         }
@@ -94,36 +92,34 @@ fn apply(plugins: &Plugins, store: &Store, mut msgs: Vec<PubMessage>) -> Outcome
         }
     }
 
-    // Where each message would be stored: (message, subject), grouped by stream.
-    let mut copies: Vec<(usize, String)> = Vec::new();
-    let mut by_dest: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    for (i, m) in msgs.iter().enumerate() {
-        let subjects = match &decisions[i] {
+    // Where each message would be stored: (message, subject: none for its own), grouped
+    // by stream.
+    let mut copies: Vec<(usize, Option<String>)> = Vec::new();
+    let mut by_dest: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (i, decision) in decisions.iter_mut().enumerate() {
+        let subjects = match decision {
             Decision::Keep => {
                 // Its own subject, whose stream is known; without one, the store answers
                 // as it does for any publish.
-                if let Some(stream) = &sources[i] {
-                    by_dest
-                        .entry(stream.clone())
-                        .or_default()
-                        .push(copies.len());
+                if let Some(stream) = sources[i] {
+                    by_dest.entry(stream).or_default().push(copies.len());
                 }
-                copies.push((i, m.subject.clone()));
+                copies.push((i, None));
                 continue;
             }
-            Decision::To(subjects) => subjects.as_slice(),
+            Decision::To(subjects) => std::mem::take(subjects),
             Decision::Drop | Decision::Refuse(_) => continue,
         };
         let mut refusal = None;
         for subject in subjects {
-            if let Err(e) = tern_proto::subject::validate_subject(subject) {
+            if let Err(e) = tern_proto::subject::validate_subject(&subject) {
                 refusal = Some(error(
                     ErrorCode::InvalidSubject,
                     format!("route target `{subject}`: {e}"),
                 ));
                 break;
             }
-            let Some(stream) = store.stream_for_subject(subject) else {
+            let Some(stream) = streams.of(&subject) else {
                 refusal = Some(error(
                     ErrorCode::NoStream,
                     format!("no stream is bound to subject `{subject}`"),
@@ -131,16 +127,17 @@ fn apply(plugins: &Plugins, store: &Store, mut msgs: Vec<PubMessage>) -> Outcome
                 break;
             };
             by_dest.entry(stream).or_default().push(copies.len());
-            copies.push((i, subject.clone()));
+            copies.push((i, Some(subject)));
         }
         if let Some(e) = refusal {
             // Copies already listed stay in `copies` but are skipped: the message is refused.
-            decisions[i] = Decision::Refuse(e);
+            *decision = Decision::Refuse(e);
         }
     }
 
     let hop = plugins.local_hop();
-    for (stream, cidx) in &by_dest {
+    for (&stream, cidx) in &by_dest {
+        let stream = streams.name(stream);
         let chain = registry.chain(stream, HookKind::Residency);
         if chain.is_empty() {
             continue;
@@ -156,7 +153,7 @@ fn apply(plugins: &Plugins, store: &Store, mut msgs: Vec<PubMessage>) -> Outcome
             }
             let batch: Vec<Message> = live
                 .iter()
-                .map(|&c| wit_message(&msgs[copies[c].0], Some(&copies[c].1)))
+                .map(|&c| wit_message(&msgs[copies[c].0], copies[c].1.as_deref()))
                 .collect();
             let payloads: Vec<&[u8]> = if chain.reads_payload() {
                 live.iter()
@@ -200,27 +197,78 @@ fn apply(plugins: &Plugins, store: &Store, mut msgs: Vec<PubMessage>) -> Outcome
     let mut slots = Vec::with_capacity(n);
     let mut next_copy = copies.into_iter().peekable();
     for (i, (m, decision)) in msgs.into_iter().zip(decisions).enumerate() {
-        let mine: Vec<String> = std::iter::from_fn(|| next_copy.next_if(|(ci, _)| *ci == i))
+        let mut mine = std::iter::from_fn(|| next_copy.next_if(|(ci, _)| *ci == i))
             .map(|(_, subject)| subject)
-            .collect();
+            .peekable();
         slots.push(match decision {
             Decision::Refuse(e) => Slot::Refused(e),
             Decision::Drop => Slot::Dropped(m.id.unwrap_or_default()),
             Decision::Keep | Decision::To(_) => {
-                let count = mine.len();
-                for (c, subject) in mine.into_iter().enumerate() {
-                    let mut copy = m.clone();
-                    copy.subject = subject;
-                    if c > 0 {
-                        copy.id = m.id.as_ref().map(|id| format!("{id}#{c}"));
+                let (mut m, mut count) = (Some(m), 0);
+                while let Some(subject) = mine.next() {
+                    // The last copy takes the message itself; the others clone it.
+                    let last = mine.peek().is_none();
+                    let Some(mut copy) = (if last { m.take() } else { m.clone() }) else {
+                        break;
+                    };
+                    if let Some(subject) = subject {
+                        copy.subject = subject;
+                    }
+                    if count > 0 {
+                        copy.id = copy.id.map(|id| format!("{id}#{count}"));
                     }
                     to_store.push(copy);
+                    count += 1;
                 }
                 Slot::Stored(count)
             }
         });
+        // The copies of a refused message.
+        mine.for_each(drop);
     }
     Outcome { to_store, slots }
+}
+
+/// The streams a batch's subjects are bound to, each name held once; the last subject's
+/// stream is remembered, since a batch's messages mostly share their subject.
+struct Streams<'s> {
+    store: &'s Store,
+    names: Vec<String>,
+    last: Option<(String, Option<usize>)>,
+}
+
+impl<'s> Streams<'s> {
+    fn new(store: &'s Store) -> Self {
+        Self {
+            store,
+            names: Vec::new(),
+            last: None,
+        }
+    }
+
+    /// The stream bound to `subject`, as an index for [`Streams::name`].
+    fn of(&mut self, subject: &str) -> Option<usize> {
+        if let Some((s, stream)) = &self.last {
+            if s == subject {
+                return *stream;
+            }
+        }
+        let stream = self.store.stream_for_subject(subject).map(|name| {
+            match self.names.iter().position(|n| *n == name) {
+                Some(i) => i,
+                None => {
+                    self.names.push(name);
+                    self.names.len() - 1
+                }
+            }
+        });
+        self.last = Some((subject.to_owned(), stream));
+        stream
+    }
+
+    fn name(&self, stream: usize) -> &str {
+        &self.names[stream]
+    }
 }
 
 /// `dedup-key` then `route` for one call batch of one stream.
