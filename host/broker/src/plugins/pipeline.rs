@@ -72,6 +72,9 @@ fn apply(plugins: &Plugins, store: &Store, mut msgs: Vec<PubMessage>) -> Outcome
     let n = msgs.len();
     let mut decisions: Vec<Decision> = (0..n).map(|_| Decision::Keep).collect();
     let mut streams = Streams::new(store);
+    // Each message as the source hooks saw it (their dedup keys applied), for the
+    // residency hooks to take instead of building it again.
+    let mut seen: Vec<Option<Message>> = (0..n).map(|_| None).collect();
 
     // The stream of each published subject, looked up once.
     let sources: Vec<Option<usize>> = msgs.iter().map(|m| streams.of(&m.subject)).collect();
@@ -88,7 +91,10 @@ fn apply(plugins: &Plugins, store: &Store, mut msgs: Vec<PubMessage>) -> Outcome
             continue;
         }
         for chunk in idx.chunks(CALL_BATCH_MAX) {
-            source_hooks(&dedup, &route, chunk, &mut msgs, &mut decisions);
+            let batch = source_hooks(&dedup, &route, chunk, &mut msgs, &mut decisions);
+            for (&i, m) in chunk.iter().zip(batch) {
+                seen[i] = Some(m);
+            }
         }
     }
 
@@ -153,7 +159,14 @@ fn apply(plugins: &Plugins, store: &Store, mut msgs: Vec<PubMessage>) -> Outcome
             }
             let batch: Vec<Message> = live
                 .iter()
-                .map(|&c| wit_message(&msgs[copies[c].0], copies[c].1.as_deref()))
+                .map(|&c| match &copies[c] {
+                    // A message kept on its own subject has one copy: it takes what the
+                    // source hooks saw.
+                    (i, None) => seen[*i]
+                        .take()
+                        .unwrap_or_else(|| wit_message(&msgs[*i], None)),
+                    (i, Some(subject)) => wit_message(&msgs[*i], Some(subject)),
+                })
                 .collect();
             let payloads: Vec<&[u8]> = if chain.reads_payload() {
                 live.iter()
@@ -271,14 +284,15 @@ impl<'s> Streams<'s> {
     }
 }
 
-/// `dedup-key` then `route` for one call batch of one stream.
+/// `dedup-key` then `route` for one call batch of one stream; returns the messages as the
+/// hooks saw them, in `idx` order.
 fn source_hooks(
     dedup: &Chain,
     route: &Chain,
     idx: &[usize],
     msgs: &mut [PubMessage],
     decisions: &mut [Decision],
-) {
+) -> Vec<Message> {
     let mut batch: Vec<Message> = idx.iter().map(|&i| wit_message(&msgs[i], None)).collect();
     if !dedup.is_empty() {
         let keys = {
@@ -298,7 +312,7 @@ fn source_hooks(
                 for &i in idx {
                     decisions[i] = Decision::Refuse(failed(&refusal));
                 }
-                return;
+                return batch;
             }
         }
     }
@@ -328,6 +342,7 @@ fn source_hooks(
             }
         }
     }
+    batch
 }
 
 fn payloads_for<'m>(chain: &Chain, idx: &[usize], msgs: &'m [PubMessage]) -> Vec<&'m [u8]> {
