@@ -138,18 +138,43 @@ pub fn validate_name(what: &'static str, name: &str) -> Result<(), SubjectError>
 }
 
 /// Whether concrete `subject` matches `filter`.
+///
+/// Walks both once, token by token: a literal token is compared where it lies in the
+/// subject, so only `*` looks for the end of a subject token.
 pub fn matches(filter: &str, subject: &str) -> bool {
-    let mut f = filter.split('.');
-    let mut s = subject.split('.');
+    let (f, s) = (filter.as_bytes(), subject.as_bytes());
+    // Where the current token of each starts; `j == s.len() + 1` once the subject's last
+    // token has been taken.
+    let (mut i, mut j) = (0, 0);
     loop {
-        match (f.next(), s.next()) {
-            (Some(">"), Some(_)) => return true,
-            (Some("*"), Some(_)) => {}
-            (Some(a), Some(b)) if a == b => {}
-            (None, None) => return true,
-            _ => return false,
+        let fe = token_end(f, i);
+        let token = &f[i..fe];
+        let Some(rest) = s.get(j..) else {
+            return false;
+        };
+        if token == b">" {
+            return true;
         }
+        let se = if token == b"*" {
+            j + token_end(rest, 0)
+        } else if rest.starts_with(token) && matches!(rest.get(token.len()), None | Some(b'.')) {
+            j + token.len()
+        } else {
+            return false;
+        };
+        if fe == f.len() {
+            return se == s.len();
+        }
+        (i, j) = (fe + 1, se + 1);
     }
+}
+
+/// Where the token starting at `from` ends: at the next dot, or at the end.
+fn token_end(b: &[u8], from: usize) -> usize {
+    b[from..]
+        .iter()
+        .position(|&c| c == b'.')
+        .map_or(b.len(), |k| from + k)
 }
 
 /// Whether some concrete subject matches both filters.
@@ -225,7 +250,33 @@ mod tests {
         Ok(())
     }
 
+    /// Matching on split tokens, as the docs state it.
+    fn matches_by_tokens(filter: &str, subject: &str) -> bool {
+        let mut f = filter.split('.');
+        let mut s = subject.split('.');
+        loop {
+            match (f.next(), s.next()) {
+                (Some(">"), Some(_)) => return true,
+                (Some("*"), Some(_)) => {}
+                (Some(a), Some(b)) if a == b => {}
+                (None, None) => return true,
+                _ => return false,
+            }
+        }
+    }
+
     proptest::proptest! {
+        #[test]
+        fn matching_in_place_agrees_with_split_tokens(
+            filter in "[ab.*>]{0,8}",
+            subject in "[ab.]{0,8}",
+        ) {
+            proptest::prop_assert_eq!(
+                matches(&filter, &subject),
+                matches_by_tokens(&filter, &subject)
+            );
+        }
+
         #[test]
         fn the_one_pass_check_agrees_with_the_token_rule(
             subject in "[ab.*> \t\u{7f}é\u{2003}]{0,12}",
