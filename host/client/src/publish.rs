@@ -274,21 +274,19 @@ pub(crate) fn new_message_id() -> String {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let mut id = [0u8; 36];
-    put_hex(&mut id[..12], ms);
-    put_hex(&mut id[12..28], process);
-    put_hex(&mut id[28..], n.into());
-    // Hex digits are ASCII, so this never falls back.
-    String::from_utf8(id.to_vec()).unwrap_or_default()
+    let mut id = String::with_capacity(36);
+    push_hex(&mut id, ms, 12);
+    push_hex(&mut id, process, 16);
+    push_hex(&mut id, n.into(), 8);
+    id
 }
 
-/// The low hex digits of `v` that fit `out`, zero-padded (what `{v:0width$x}` writes,
-/// without the formatting machinery, which cost more than the rest of an id).
-fn put_hex(out: &mut [u8], mut v: u64) {
+/// The low `digits` hex digits of `v`, zero-padded (what `{v:0digits$x}` writes, without
+/// the formatting machinery, which cost more than the rest of an id).
+fn push_hex(out: &mut String, v: u64, digits: u32) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    for d in out.iter_mut().rev() {
-        *d = HEX[(v & 0xf) as usize];
-        v >>= 4;
+    for i in (0..digits).rev() {
+        out.push(char::from(HEX[((v >> (4 * i)) & 0xf) as usize]));
     }
 }
 
@@ -430,10 +428,10 @@ mod tests {
     #[test]
     fn hex_digits_match_formatting() {
         for v in [0u64, 1, 0xabc, 0x0123_4567_89ab_cdef, u64::MAX] {
-            let mut s = [0u8; 24];
-            put_hex(&mut s[..16], v);
-            put_hex(&mut s[16..], v);
-            assert_eq!(s, format!("{v:016x}{:08x}", v & 0xffff_ffff).as_bytes());
+            let mut s = String::new();
+            push_hex(&mut s, v, 16);
+            push_hex(&mut s, v, 8);
+            assert_eq!(s, format!("{v:016x}{:08x}", v & 0xffff_ffff));
         }
     }
 
