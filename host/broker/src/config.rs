@@ -180,6 +180,8 @@ pub struct PluginsConfig {
     pub kv_quota_bytes: u64,
     /// Where compiled plugins are cached; `<data_dir>/plugin-cache` when unset.
     pub cache_dir: Option<PathBuf>,
+    /// Write `/tmp/perf-<pid>.map` so that `perf` names plugins' functions.
+    pub perf_map: bool,
 }
 
 impl Default for PluginsConfig {
@@ -189,6 +191,7 @@ impl Default for PluginsConfig {
             memory_bytes_max: tern_plugin::limits::MEMORY_BYTES_MAX,
             kv_quota_bytes: tern_plugin::limits::KV_QUOTA_BYTES,
             cache_dir: None,
+            perf_map: false,
         }
     }
 }

@@ -67,6 +67,9 @@ pub struct EngineConfig {
     pub services: HostServices,
     /// Use the pooling instance allocator.
     pub pooling: Option<Pooling>,
+    /// Write `/tmp/perf-<pid>.map`, so that `perf report` names the functions of the
+    /// plugins this engine compiles or loads instead of showing bare addresses.
+    pub perf_map: bool,
 }
 
 impl Default for EngineConfig {
@@ -79,6 +82,7 @@ impl Default for EngineConfig {
                 clock: Arc::new(SystemClock),
             },
             pooling: None,
+            perf_map: false,
         }
     }
 }
@@ -180,6 +184,9 @@ impl PluginEngine {
             .epoch_interruption(true)
             .max_wasm_stack(WASM_STACK_BYTES_MAX)
             .cranelift_opt_level(OptLevel::Speed);
+        if config.perf_map {
+            wasm.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         if let Some(pooling) = config.pooling {
             let mut pool = wasmtime::PoolingAllocationConfig::default();
             let n = pooling.instances_max;

@@ -189,6 +189,7 @@ fn budgets_hold_with_the_pooling_allocator() {
     let kv = std::sync::Arc::new(tern_plugin::MemoryKv::default());
     let engine = tern_plugin::PluginEngine::new(tern_plugin::EngineConfig {
         pooling: Some(tern_plugin::Pooling { instances_max: 8 }),
+        perf_map: false,
         budget: Budget {
             deadline_ms: 200,
             memory_bytes_max: 16 << 20,

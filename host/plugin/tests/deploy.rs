@@ -3,7 +3,8 @@
 //! component of another hook) are refused with a clear error while the running version
 //! keeps serving; rollback returns to the previous version and is audited; a chain taken
 //! before a deploy finishes on the old version; a restart loads precompiled artifacts from
-//! the cache instead of compiling, and a corrupt artifact is recompiled.
+//! the cache instead of compiling, and a corrupt artifact is recompiled; the perf map, when
+//! switched on, names the functions of compiled and cached plugins.
 
 mod common;
 
@@ -337,4 +338,44 @@ fn a_stored_plugin_that_no_longer_loads_keeps_its_place_and_its_fallback_applies
     assert_eq!(router_v(&registry, &router, "v2").unwrap(), 2);
     assert_eq!(route_one(&registry), to("v2"));
     assert!(registry.list()[0].load_error.is_none());
+}
+
+#[test]
+fn the_perf_map_names_plugin_functions_compiled_or_cached() {
+    // The only test of this binary that switches the map on: the file is this process's.
+    let map = std::path::PathBuf::from(format!("/tmp/perf-{}.map", std::process::id()));
+    let lines = || {
+        std::fs::read_to_string(&map)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("tern:plugin/route-hook"))
+            .count()
+    };
+    let engine = |cache: &std::path::Path, perf_map| {
+        PluginEngine::new(EngineConfig {
+            cache_dir: Some(cache.to_path_buf()),
+            perf_map,
+            ..EngineConfig::default()
+        })
+        .unwrap()
+    };
+    let (filled, empty) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let bytes = guests::bytes(guests::CONTENT_ROUTER);
+    engine(filled.path(), false).compile(&bytes).unwrap();
+    assert_eq!(lines(), 0, "no map without the switch");
+
+    let compiling = engine(empty.path(), true);
+    compiling.compile(&bytes).unwrap();
+    assert_eq!(compiling.stats().compiles, 1);
+    let compiled = lines();
+    assert!(compiled > 0, "{} names the router's export", map.display());
+
+    let loading = engine(filled.path(), true);
+    loading.compile(&bytes).unwrap();
+    assert_eq!(loading.stats().cache_hits, 1);
+    assert!(
+        lines() > compiled,
+        "an artifact from the cache is named too"
+    );
+    std::fs::remove_file(&map).unwrap();
 }

@@ -98,6 +98,7 @@ impl Plugins {
                 clock: clock.clone(),
             },
             pooling: None,
+            perf_map: config.plugins.perf_map,
         })?;
         let state: RegistryState = match store.get_state(REGISTRY_KEY)? {
             Some(json) => serde_json::from_slice(&json)?,

@@ -68,6 +68,7 @@ fn build(
             clock: clock.clone(),
         },
         pooling: None,
+        perf_map: false,
     })
     .expect("engine");
     Fixture {
