@@ -95,12 +95,12 @@ impl<'a> Cursor<'a> {
     }
 }
 
-pub(crate) fn put_str(out: &mut BytesMut, s: &str) {
+pub(crate) fn put_str(out: &mut impl BufMut, s: &str) {
     out.put_u16(s.len() as u16);
     out.put_slice(s.as_bytes());
 }
 
-pub(crate) fn put_opt_str(out: &mut BytesMut, s: Option<&str>) {
+pub(crate) fn put_opt_str(out: &mut impl BufMut, s: Option<&str>) {
     match s {
         Some(s) => {
             out.put_u8(1);
@@ -132,8 +132,15 @@ impl Prepared {
         let producer_id = m.id.is_some();
         let id = m.id.unwrap_or_else(new_id);
         let size_bytes = message_size(&m.headers, m.payload.len());
-        let mut out = BytesMut::with_capacity(
-            64 + m.payload.len() + m.subject.len() + id.len() + origin.len(),
+        let headers: usize = m.headers.iter().map(|(k, v)| 4 + k.len() + v.len()).sum();
+        // Written in place: the record is the buffer, with room for all of it.
+        let mut out = Vec::with_capacity(
+            64 + headers
+                + m.payload.len()
+                + m.subject.len()
+                + id.len()
+                + m.key.as_ref().map_or(0, String::len)
+                + origin.len(),
         );
         out.put_u8(RECORD_FORMAT);
         out.put_bytes(0, 24); // hlc, origin_seq, key_seq: set by the writer
@@ -154,7 +161,7 @@ impl Prepared {
             producer_id,
             key: m.key,
             size_bytes,
-            record: out.to_vec(),
+            record: out,
         }
     }
 
