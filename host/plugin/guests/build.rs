@@ -37,6 +37,10 @@ fn main() {
         "sdk/Cargo.toml",
         "sdk/macros/src",
         "sdk/macros/Cargo.toml",
+        // Compiled into the SDK by path.
+        "host/plugin/src/batch.rs",
+        "host/plugin/src/headers.rs",
+        "host/proto/src/subject_match.rs",
         "plugins/Cargo.toml",
         "plugins/Cargo.lock",
         "plugins/.cargo/config.toml",

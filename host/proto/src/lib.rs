@@ -8,6 +8,7 @@ mod error;
 mod frame;
 pub mod limits;
 pub mod subject;
+mod subject_match;
 mod wire;
 
 pub use error::{DecodeError, ErrorCode};

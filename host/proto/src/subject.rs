@@ -137,45 +137,7 @@ pub fn validate_name(what: &'static str, name: &str) -> Result<(), SubjectError>
     Ok(())
 }
 
-/// Whether concrete `subject` matches `filter`.
-///
-/// Walks both once, token by token: a literal token is compared where it lies in the
-/// subject, so only `*` looks for the end of a subject token.
-pub fn matches(filter: &str, subject: &str) -> bool {
-    let (f, s) = (filter.as_bytes(), subject.as_bytes());
-    // Where the current token of each starts; `j == s.len() + 1` once the subject's last
-    // token has been taken.
-    let (mut i, mut j) = (0, 0);
-    loop {
-        let fe = token_end(f, i);
-        let token = &f[i..fe];
-        let Some(rest) = s.get(j..) else {
-            return false;
-        };
-        if token == b">" {
-            return true;
-        }
-        let se = if token == b"*" {
-            j + token_end(rest, 0)
-        } else if rest.starts_with(token) && matches!(rest.get(token.len()), None | Some(b'.')) {
-            j + token.len()
-        } else {
-            return false;
-        };
-        if fe == f.len() {
-            return se == s.len();
-        }
-        (i, j) = (fe + 1, se + 1);
-    }
-}
-
-/// Where the token starting at `from` ends: at the next dot, or at the end.
-fn token_end(b: &[u8], from: usize) -> usize {
-    b[from..]
-        .iter()
-        .position(|&c| c == b'.')
-        .map_or(b.len(), |k| from + k)
-}
+pub use crate::subject_match::matches;
 
 /// Whether some concrete subject matches both filters.
 pub fn overlaps(a: &str, b: &str) -> bool {
@@ -252,17 +214,18 @@ mod tests {
 
     /// Matching on split tokens, as the docs state it.
     fn matches_by_tokens(filter: &str, subject: &str) -> bool {
-        let mut f = filter.split('.');
         let mut s = subject.split('.');
-        loop {
-            match (f.next(), s.next()) {
-                (Some(">"), Some(_)) => return true,
-                (Some("*"), Some(_)) => {}
-                (Some(a), Some(b)) if a == b => {}
-                (None, None) => return true,
+        let mut f = filter.split('.').peekable();
+        while let Some(t) = f.next() {
+            if t == ">" && f.peek().is_none() {
+                return s.next().is_some();
+            }
+            match s.next() {
+                Some(x) if t == "*" || t == x => {}
                 _ => return false,
             }
         }
+        s.next().is_none()
     }
 
     proptest::proptest! {
