@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Publish throughput with plugins attached vs without, in the same run on the same node:
-# alternating rounds on stream `bare` (no plugins), `policy` (residency-policy +
-# content-router) and `all` (json-dedup-key + content-router + residency-policy, and
-# lww-resolver attached, which publishes do not call). 1 KiB payloads, ack after fsync.
+# alternating rounds on stream `policy` (residency-policy + content-router) and `all`
+# (json-dedup-key + content-router + residency-policy, and lww-resolver attached, which
+# publishes do not call), with stream `bare` (no plugins) before and after each round.
+# 1 KiB payloads, ack after fsync.
 # Usage: tests/bench/plugin-bench.sh target/release/tern [rounds]
 # Needs the bundled plugins built: (cd plugins && cargo build --release).
 set -u
@@ -23,10 +24,21 @@ $T plugin attach router --stream all > /dev/null
 $T plugin attach residency --stream all > /dev/null
 deploy lww_resolver lww all --param 'field=$.updated_at'
 run() { $T bench pub --stream $1 "${@:2}" 2>&1 | grep -E "msg/s" | head -1; }
+rate() { grep -o '= [0-9]* msg/s' <<< "$1" | grep -o '[0-9]*'; }
+ratio() { awk -v x="$1" -v b="$2" 'BEGIN { printf "%.2f", x / b }'; }
+# Each round's plugin runs are compared with the mean of the bare runs just before and just
+# after them: the machine's speed drifts within a run, and a bare run on either side
+# cancels a steady drift.
 for mode in "--batch 1000 --producers 4 --count 400000" "--producers 8 --window 1000 --count 200000"; do
   echo "## $mode"
+  before=$(run bare $mode); echo "  bare: $before"
   for r in $(seq 1 $ROUNDS); do
-    for s in bare policy all; do echo "  $s: $(run $s $mode)"; done
+    policy=$(run policy $mode); echo "  policy: $policy"
+    all=$(run all $mode); echo "  all: $all"
+    after=$(run bare $mode); echo "  bare: $after"
+    bare=$(( ($(rate "$before") + $(rate "$after")) / 2 ))
+    echo "  round $r: policy $(ratio "$(rate "$policy")" $bare), all $(ratio "$(rate "$all")" $bare) of bare $bare msg/s"
+    before=$after
   done
 done
 $T plugin ls
