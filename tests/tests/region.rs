@@ -74,6 +74,22 @@ impl Region {
         self.nodes[i].as_ref().expect("node is running")
     }
 
+    /// What each running member says of the region, for a failure's message: role, the
+    /// leader it knows, term, last log index and commit index.
+    async fn describe(&self) -> String {
+        let mut out = Vec::new();
+        for n in self.nodes.iter().flatten() {
+            out.push(match n.node().region_status().await {
+                Some(s) => format!(
+                    "member {}: {} leader {:?} term {} log {:?} committed {:?}",
+                    s.node_id, s.state, s.leader, s.term, s.last_log_index, s.commit_index
+                ),
+                None => "a member without a region status".to_string(),
+            });
+        }
+        out.join("; ")
+    }
+
     /// The index of the running member every running member names as leader.
     async fn leader(&self) -> usize {
         let agreed = eventually(200, Duration::from_millis(100), || async {
@@ -89,7 +105,13 @@ impl Region {
                 .then_some(index)
         })
         .await;
-        agreed.expect("the running members agree on a leader")
+        match agreed {
+            Some(leader) => leader,
+            None => panic!(
+                "the running members do not agree on a leader: {}",
+                self.describe().await
+            ),
+        }
     }
 
     /// A client that knows the given members, in that order.
@@ -293,7 +315,7 @@ async fn a_wiped_member_catches_up_from_a_snapshot_once_the_log_is_purged() {
         c.cluster.snapshot_keep_entries = 5;
     })
     .await;
-    move_leadership_away_from(&region, 0).await;
+    move_leadership_away_from(&mut region, 0).await;
     let leader = region.leader().await;
     let client = region.client(&[0, 1, 2]).await;
     create_stream(&client).await;
@@ -327,16 +349,7 @@ async fn a_wiped_member_catches_up_from_a_snapshot_once_the_log_is_purged() {
     let node = region.nodes[wiped].take().unwrap();
     let config = node.config.clone();
     node.stop().await;
-    // Its region endpoint's socket goes once the last connection has drained.
-    let region_addr = config.cluster.listen;
-    let freed = eventually(200, Duration::from_millis(50), || async {
-        std::net::UdpSocket::bind(region_addr).ok().map(drop)
-    })
-    .await;
-    assert!(
-        freed.is_some(),
-        "the stopped node still holds {region_addr}"
-    );
+    wait_for_socket(config.cluster.listen).await;
     std::fs::remove_dir_all(&config.data_dir).unwrap();
     let data = config.data_dir.clone();
     region.nodes[wiped] = Some(TestNode::start_in(data, move |c| *c = config).await);
@@ -407,34 +420,49 @@ async fn move_leadership_to(region: &Region, i: usize) {
         None
     })
     .await;
-    assert!(moved.is_some(), "member {i} did not become the leader");
+    if moved.is_none() {
+        panic!(
+            "member {i} did not become the leader: {}",
+            region.describe().await
+        );
+    }
 }
 
-/// Makes a member other than `from` the leader: the others campaign in turn until every
-/// member names one of them, a bounded number of times. Either may win an election one of
-/// them set off, so waiting for a particular one would take longer for nothing.
-async fn move_leadership_away_from(region: &Region, from: usize) {
-    let others: Vec<usize> = (0..region.nodes.len()).filter(|&i| i != from).collect();
-    let mut turn = 0;
-    let moved = eventually(60, Duration::from_millis(500), || {
-        turn += 1;
-        let candidate = others[turn % others.len()];
-        async move {
-            if region.leader().await != from {
-                return Some(());
-            }
-            region
-                .node(candidate)
-                .node()
-                .region()?
-                .campaign()
-                .await
-                .ok()?;
-            None
-        }
+/// Makes a member other than `from` the leader, and `from` a follower: a leading `from` is
+/// stopped until the others agree on a leader among themselves, then started again on its
+/// data.
+/// The new leader's first entry is missing from its log, so it cannot win an election and
+/// rejoins as a follower. (Campaigns from the others could lose to `from` again and again.)
+async fn move_leadership_away_from(region: &mut Region, from: usize) {
+    // Every member follows a leader first: a new region's other members know nothing
+    // until its first member has sent them the membership.
+    if region.leader().await != from {
+        return;
+    }
+    let node = region.nodes[from].take().expect("node is running");
+    let config = node.config.clone();
+    node.stop().await;
+    let leader = region.leader().await;
+    wait_for_socket(config.cluster.listen).await;
+    let data = config.data_dir.clone();
+    region.nodes[from] = Some(TestNode::start_in(data, move |c| *c = config).await);
+    let agreed = region.leader().await;
+    if agreed == from {
+        panic!(
+            "member {from} leads again after member {leader} did: {}",
+            region.describe().await
+        );
+    }
+}
+
+/// Waits until a stopped node's region endpoint has let go of its UDP socket, which it
+/// does once its last connection has drained.
+async fn wait_for_socket(addr: std::net::SocketAddr) {
+    let freed = eventually(200, Duration::from_millis(50), || async {
+        std::net::UdpSocket::bind(addr).ok().map(drop)
     })
     .await;
-    assert!(moved.is_some(), "member {from} is still the leader");
+    assert!(freed.is_some(), "the stopped node still holds {addr}");
 }
 
 /// Consumes and acks `range` as group "billing", then closes the subscription.
