@@ -46,6 +46,37 @@ impl Refusals {
     }
 }
 
+/// When this node last heard from the leader it follows (openraft refreshes the vote at
+/// each of that leader's append-entries, heartbeats included), as the watch last saw it:
+/// up to [`WATCH_EVERY`] late.
+#[derive(Debug)]
+pub(crate) struct Heard {
+    start: tokio::time::Instant,
+    /// Milliseconds from `start` to the last refresh of the vote.
+    refreshed_ms: AtomicU64,
+}
+
+impl Heard {
+    /// Counts as heard from just now, until the watch first looks.
+    pub(crate) fn new() -> Heard {
+        Heard {
+            start: tokio::time::Instant::now(),
+            refreshed_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn record(&self, silent: Duration) {
+        let at = self.start.elapsed().saturating_sub(silent).as_millis() as u64;
+        self.refreshed_ms.store(at, Ordering::Relaxed);
+    }
+
+    /// Whether the vote was refreshed within `within`.
+    pub(crate) fn within(&self, within: Duration) -> bool {
+        let now = self.start.elapsed().as_millis() as u64;
+        now.saturating_sub(self.refreshed_ms.load(Ordering::Relaxed)) < within.as_millis() as u64
+    }
+}
+
 /// What the watch reads of openraft's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Seen {
@@ -83,14 +114,21 @@ pub(crate) fn spawn(
     me: NodeId,
     config: &openraft::Config,
     refusals: Arc<Refusals>,
+    heard: Arc<Heard>,
 ) -> tokio::task::JoinHandle<()> {
     let timeout = Duration::from_millis(config.election_timeout_max);
-    tokio::spawn(watch(raft.clone(), me, timeout, refusals))
+    tokio::spawn(watch(raft.clone(), me, timeout, refusals, heard))
 }
 
 /// Watches `raft` (node `me`, openraft's `election_timeout_max` = `timeout`) until it
 /// stops.
-async fn watch(raft: Raft, me: NodeId, timeout: Duration, refusals: Arc<Refusals>) {
+async fn watch(
+    raft: Raft,
+    me: NodeId,
+    timeout: Duration,
+    refusals: Arc<Refusals>,
+    heard: Arc<Heard>,
+) {
     let mut tick = tokio::time::interval(WATCH_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The term of the last leader this node followed.
@@ -115,6 +153,7 @@ async fn watch(raft: Raft, me: NodeId, timeout: Duration, refusals: Arc<Refusals
             Ok(None) => continue,
             Err(_) => return, // Raft has stopped.
         };
+        heard.record(seen.silent);
         if seen.following {
             led_term = seen.term;
         }
@@ -145,6 +184,25 @@ mod tests {
             term,
             silent: Duration::from_millis(silent_ms),
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn heard_counts_from_the_last_refresh_the_watch_saw() {
+        let within = Duration::from_millis(450);
+        let heard = Heard::new();
+        assert!(heard.within(within), "a new node counts as just heard from");
+        tokio::time::advance(Duration::from_millis(1_000)).await;
+        heard.record(Duration::from_millis(600));
+        assert!(!heard.within(within), "silent for 600 ms");
+        heard.record(Duration::from_millis(100));
+        assert!(heard.within(within), "refreshed 100 ms ago");
+        tokio::time::advance(Duration::from_millis(349)).await;
+        assert!(heard.within(within), "449 ms since the refresh");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(!heard.within(within), "450 ms since the refresh");
+        // A silence longer than the node has run counts from its start.
+        heard.record(Duration::from_secs(60));
+        assert!(!heard.within(within));
     }
 
     #[test]

@@ -115,6 +115,12 @@ pub async fn start_on<T: Transport>(
     let network = Network::new(id, transport);
     let refusals = network.refusals();
     let raft = Raft::new(id, config.clone(), network, store.log, store.state_machine).await?;
-    campaign::spawn(&raft, id, &config, refusals);
+    campaign::spawn(
+        &raft,
+        id,
+        &config,
+        refusals,
+        Arc::new(campaign::Heard::new()),
+    );
     Ok((raft, store.reader))
 }

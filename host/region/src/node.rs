@@ -138,13 +138,23 @@ impl NodeRegion {
             snapshots,
             cfg.raft.snapshot_log_bytes,
         ));
-        let campaign_watch = crate::campaign::spawn(&raft, cfg.id, &config, refusals);
+        let heard = Arc::new(crate::campaign::Heard::new());
+        let campaign_watch =
+            crate::campaign::spawn(&raft, cfg.id, &config, refusals, heard.clone());
         let contact = Contact {
             me: cfg.id,
             within_ms: cfg.raft.election_timeout_ms_max,
+            silent_ms: cfg.raft.election_timeout_ms_min,
+            heard,
         };
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(propose_loop(raft.clone(), contact, waiters, in_log, rx));
+        tokio::spawn(propose_loop(
+            raft.clone(),
+            contact.clone(),
+            waiters,
+            in_log,
+            rx,
+        ));
         store.attach_log(Arc::new(Proposer { tx }));
         let first = cfg.members.keys().next().copied();
         let initialized = raft
@@ -178,6 +188,7 @@ impl NodeRegion {
         match m.current_leader {
             Some(leader) if leader == self.id && self.contact.lost(&m) => Err(None),
             Some(leader) if leader == self.id => Ok(m.current_term),
+            Some(_) if !self.contact.heard_from_leader() => Err(None),
             _ => Err(leader_addr(&m)),
         }
     }
@@ -240,10 +251,16 @@ async fn snapshot_when_due(raft: Raft, snapshots: Snapshots, log_bytes: u64) {
 /// until it hears of the new term: clients move to another member at once, and what it
 /// answers at ack level `leader` stays within that time. Refusing is always safe: nothing
 /// refused was proposed.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Contact {
     me: NodeId,
     within_ms: u64,
+    /// How long a follower may go without hearing from its leader before it stops naming
+    /// it: the shortest election timeout, at least three heartbeats. A leader that went
+    /// silent is most likely dead or cut off, and a client sent there would wait out its
+    /// connect timeout.
+    silent_ms: u64,
+    heard: Arc<crate::campaign::Heard>,
 }
 
 impl Contact {
@@ -251,6 +268,12 @@ impl Contact {
     /// [`leader_elected`]): two election timeouts, in which an election normally ends.
     fn election_wait(&self) -> std::time::Duration {
         std::time::Duration::from_millis(2 * self.within_ms)
+    }
+
+    /// Whether this follower heard from the leader it follows within `silent_ms`.
+    fn heard_from_leader(&self) -> bool {
+        self.heard
+            .within(std::time::Duration::from_millis(self.silent_ms))
     }
 
     /// Whether `m` shows this node leading without a majority's acknowledgement for longer
@@ -445,7 +468,7 @@ async fn propose_loop(
         }
         match raft.client_write_ff(cmd).await {
             Ok(written) => {
-                let raft = raft.clone();
+                let (raft, contact) = (raft.clone(), contact.clone());
                 tokio::spawn(async move {
                     let result = written.await;
                     match result {
@@ -464,9 +487,13 @@ async fn propose_loop(
                                 .leader_node
                                 .map(|n| n.client_addr)
                                 .filter(|a| !a.is_empty());
+                            // A silent leader is not named: wait for the election.
                             let leader = match named {
-                                Some(addr) => Some(addr),
-                                None => leader_elected(&raft, contact.election_wait()).await,
+                                Some(addr) if contact.heard_from_leader() => Some(addr),
+                                _ => {
+                                    let gone = f.leader_id;
+                                    leader_elected(&raft, gone, contact.election_wait()).await
+                                }
                             };
                             answer.fail(StoreError::NotLeader(leader));
                         }
@@ -490,15 +517,24 @@ fn leader_addr(m: &openraft::RaftMetrics<NodeId, NodeAddr>) -> Option<String> {
         .filter(|a| !a.is_empty())
 }
 
-/// The leader's client address once the region has one, waiting at most `within`.
+/// The client address of a leader other than `gone` once the region has one, waiting
+/// at most `within`.
 ///
-/// A follower asked to write while the region elects a leader holds its `not_leader`
-/// answer until the election ends, then names the winner: the client goes straight there
-/// instead of trying the members in turn with backoff, some of them possibly down.
-async fn leader_elected(raft: &Raft, within: std::time::Duration) -> Option<String> {
+/// A follower asked to write while the region elects a leader (or while the leader it
+/// follows is silent) holds its `not_leader` answer until the election ends, then names
+/// the winner: the client goes straight there instead of trying the members in turn with
+/// backoff, some of them possibly down.
+async fn leader_elected(
+    raft: &Raft,
+    gone: Option<NodeId>,
+    within: std::time::Duration,
+) -> Option<String> {
     let m = raft
         .wait(Some(within))
-        .metrics(|m| m.current_leader.is_some(), "a leader is elected")
+        .metrics(
+            |m| m.current_leader.is_some() && m.current_leader != gone,
+            "a leader is elected",
+        )
         .await
         .ok()?;
     leader_addr(&m)
