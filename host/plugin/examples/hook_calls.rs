@@ -10,8 +10,10 @@
 //! The script runs each case under `perf stat -e instructions:u` with 1 and with 201 calls
 //! and divides the difference by 200,000, so loading and compiling the plugin cancel out.
 //!
-//! Usage: `hook_calls CASE CALLS`, CASE one of `route-json`, `route-headers`, `route-keep`,
-//! `dedup-json`, `residency`.
+//! Usage: `hook_calls CASE CALLS [perf-map]`, CASE one of `route-json`, `route-headers`,
+//! `route-keep`, `dedup-json`, `residency`. With `perf-map`, wasmtime writes
+//! `/tmp/perf-<pid>.map`, so that `perf record` / `perf report` of the driver name the
+//! plugin's functions.
 
 #[path = "../benches/common/mod.rs"]
 mod common;
@@ -51,10 +53,14 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let (Some(case), Some(Ok(calls))) = (args.get(1), args.get(2).map(|n| n.parse::<usize>()))
     else {
-        eprintln!("usage: hook_calls CASE CALLS (CASE: {CASES})");
+        eprintln!("usage: hook_calls CASE CALLS [perf-map] (CASE: {CASES})");
         return ExitCode::FAILURE;
     };
-    let engine = PluginEngine::new(EngineConfig::default()).expect("engine");
+    let config = EngineConfig {
+        perf_map: args.get(3).is_some_and(|a| a == "perf-map"),
+        ..EngineConfig::default()
+    };
+    let engine = PluginEngine::new(config).expect("engine");
     let Some(p) = plugin(&engine, case) else {
         eprintln!("unknown case {case:?} (cases: {CASES})");
         return ExitCode::FAILURE;
