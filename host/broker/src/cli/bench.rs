@@ -155,8 +155,10 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             let (a2, s2) = (a.clone(), pubs.clone());
             let share = total
                 .map(|t| t / a.producers as u64 + u64::from((p as u64) < t % a.producers as u64));
+            // Only `pubsub` reads each payload's send time (end-to-end latency).
+            let stamp_each = kind == "pubsub";
             tasks.push(tokio::spawn(async move {
-                produce(client, a2, share, deadline, s2, p).await
+                produce(client, a2, share, deadline, s2, p, stamp_each).await
             }));
         }
     }
@@ -268,6 +270,7 @@ async fn produce(
     deadline: Option<Instant>,
     shared: Arc<Shared>,
     producer: usize,
+    stamp_each: bool,
 ) -> anyhow::Result<()> {
     let subject = format!("{}.p{producer}", a.stream);
     let per_producer_rate = if a.rate > 0 {
@@ -337,10 +340,19 @@ async fn produce(
             collector_shared.record(&hist, unreported);
             anyhow::Ok(())
         });
+        // Without a consumer reading send times, every message shares one payload (a
+        // reference count, as the messages of a batch do) instead of the generator
+        // writing a fresh 1 KiB for each.
+        let common = payload(a.size);
         while keep_going(sent, share, deadline) {
             pace(sent).await;
+            let body = if stamp_each {
+                payload(a.size)
+            } else {
+                common.clone()
+            };
             let t = Instant::now();
-            let ack = client.submit(msg(payload(a.size)), a.ack.level()).await?;
+            let ack = client.submit(msg(body), a.ack.level()).await?;
             if tx.send((t, ack)).await.is_err() {
                 break; // the collector failed; its error is reported below
             }
