@@ -408,24 +408,60 @@ async fn cursors_agree(region: &Region, want: u64) {
     assert!(agreed.is_some(), "cursors {:?}, want {want}", cursors());
 }
 
-/// Makes member `i` the leader by having it campaign until every member names it. A
-/// campaign can lose (the leader's lease holds, or another member wins the election the
-/// campaign set off), so it campaigns again, a bounded number of times.
+/// Makes member `i` the leader by having it campaign until every member names it.
+///
+/// A first campaign only deposes the leader (leases refuse it the votes), and in the
+/// election that follows the deposed leader, whose timer fires about when `i`'s does,
+/// often won; so `i` campaigns a second time as soon as the leader has stepped down. That
+/// wins unless an entry reached the others while `i` refused the old leader's appends
+/// (the caller keeps the log still: no retention purges). It tries again a bounded number
+/// of times, each time only once it holds the leader's whole log (a campaign from a
+/// shorter log cannot win) and once the election it set off has ended.
 async fn move_leadership_to(region: &Region, i: usize) {
-    let moved = eventually(60, Duration::from_millis(500), || async {
-        if region.leader().await == i {
-            return Some(());
+    const CAMPAIGNS: usize = 20;
+    for n in 0..CAMPAIGNS {
+        let leader = region.leader().await;
+        if leader == i {
+            println!("member {i} leads after {n} rounds of campaigns");
+            return;
         }
-        region.node(i).node().region()?.campaign().await.ok()?;
-        None
-    })
-    .await;
-    if moved.is_none() {
-        panic!(
-            "member {i} did not become the leader: {}",
-            region.describe().await
-        );
+        let caught_up = eventually(100, Duration::from_millis(100), || async {
+            let me = region.node(i).node().region_status().await?;
+            let them = region.node(leader).node().region_status().await?;
+            (me.leader == Some(leader as u64 + 1) && me.last_log_index >= them.last_log_index)
+                .then_some(())
+        })
+        .await;
+        if caught_up.is_none() {
+            break;
+        }
+        let campaign = || async {
+            if let Some(region_node) = region.node(i).node().region() {
+                let _ = region_node.campaign().await;
+            }
+        };
+        campaign().await;
+        // The leader steps down once it meets the higher term. Campaigning again at once,
+        // before the deposed leader's own timer fires, wins: it no longer follows an
+        // elected leader, so no lease holds its vote back.
+        let stepped_down = eventually(50, Duration::from_millis(20), || async {
+            let them = region.node(leader).node().region_status().await?;
+            (them.state != "leader").then_some(())
+        })
+        .await;
+        if stepped_down.is_some() {
+            campaign().await;
+        }
+        // `leader()` then waits until the members agree again.
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    if region.leader().await == i {
+        return;
+    }
+    panic!(
+        "member {i} did not become the leader: {}",
+        region.describe().await
+    );
 }
 
 /// Makes a member other than `from` the leader, and `from` a follower: a leading `from` is
@@ -484,7 +520,9 @@ async fn consume_and_ack(client: &Client, range: std::ops::RangeInclusive<u64>) 
 /// on from its replicated cursor and does not deliver again what was acked elsewhere.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_group_goes_on_from_its_replicated_cursor_when_leadership_comes_back() {
-    let region = Region::start().await;
+    // No retention purges: each is a log entry, and one that a campaigning member misses
+    // while it refuses the old leader's appends keeps it from winning.
+    let region = Region::start_with(|c| c.storage.purge_interval_ms = 3_600_000).await;
     let first = region.leader().await;
     let client = region.client(&[0, 1, 2]).await;
     create_stream(&client).await;
