@@ -488,12 +488,10 @@ async fn propose_loop(
                                 .map(|n| n.client_addr)
                                 .filter(|a| !a.is_empty());
                             // A silent leader is not named: wait for the election.
+                            let gone = f.leader_id.filter(|_| !contact.heard_from_leader());
                             let leader = match named {
-                                Some(addr) if contact.heard_from_leader() => Some(addr),
-                                _ => {
-                                    let gone = f.leader_id;
-                                    leader_elected(&raft, gone, contact.election_wait()).await
-                                }
+                                Some(addr) if gone.is_none() => Some(addr),
+                                _ => leader_elected(&raft, gone, contact.election_wait()).await,
                             };
                             answer.fail(StoreError::NotLeader(leader));
                         }
