@@ -46,6 +46,53 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     pub plugins: PluginsConfig,
     pub cluster: ClusterConfig,
+    pub mesh: MeshConfig,
+}
+
+/// Links to other regions: this node copies streams from each (see `crate::mesh`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MeshConfig {
+    pub links: Vec<LinkConfig>,
+    /// Most messages a link stores in one commit; also its credit with the sender.
+    pub batch_msgs_max: u32,
+    /// Reconnect backoff of a link: full jitter, doubling from the initial cap to the max.
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
+}
+
+impl Default for MeshConfig {
+    fn default() -> Self {
+        MeshConfig {
+            links: Vec::new(),
+            batch_msgs_max: 1024,
+            backoff_initial_ms: 100,
+            backoff_max_ms: 5_000,
+        }
+    }
+}
+
+/// Another region of the mesh: its tags, and the streams this node copies from it. Only
+/// the regions listed here may copy streams from this node.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LinkConfig {
+    /// The other region's name.
+    pub region: String,
+    /// Its tags, which residency policies match on.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Client addresses (`host:port`) of its nodes; any of them serves the link. Needed
+    /// only to copy streams from it.
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    /// CA certificate (PEM) its nodes' certificates chain to. Needed only to copy streams.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// Streams copied from it, by name (the same names in both regions); none when the
+    /// region only copies from this one.
+    #[serde(default)]
+    pub streams: Vec<String>,
 }
 
 /// Membership of a replicated region (`node_id = 0`: the node runs on its own).
@@ -260,6 +307,7 @@ impl Default for Config {
             shutdown: ShutdownConfig::default(),
             plugins: PluginsConfig::default(),
             cluster: ClusterConfig::default(),
+            mesh: MeshConfig::default(),
         }
     }
 }
@@ -363,12 +411,48 @@ impl Config {
                 .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         }
         self.cluster.validate(&self.region)?;
+        self.mesh.validate(&self.region)?;
         let p = &self.plugins;
         if p.call_deadline_ms == 0 || p.memory_bytes_max < 1024 * 1024 {
             return Err(ConfigError::Invalid(
                 "plugins.call_deadline_ms must be positive and plugins.memory_bytes_max at least 1 MiB"
                     .into(),
             ));
+        }
+        Ok(())
+    }
+}
+
+impl MeshConfig {
+    fn validate(&self, region: &str) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(format!("mesh: {m}")));
+        if self.batch_msgs_max == 0 || self.backoff_max_ms == 0 {
+            return bad("batch_msgs_max and backoff_max_ms must be positive".into());
+        }
+        for (i, l) in self.links.iter().enumerate() {
+            tern_proto::subject::validate_name("region", &l.region)
+                .map_err(|e| ConfigError::Invalid(format!("mesh.links[{i}]: {e}")))?;
+            if l.region == region {
+                return bad(format!(
+                    "links[{i}] names this node's own region `{region}`"
+                ));
+            }
+            if self.links[..i].iter().any(|o| o.region == l.region) {
+                return bad(format!("region `{}` is linked twice", l.region));
+            }
+            if !l.streams.is_empty() && (l.nodes.is_empty() || l.ca.is_none()) {
+                return bad(format!(
+                    "links[{i}] copies streams: it needs `nodes` and `ca`"
+                ));
+            }
+            for s in &l.streams {
+                tern_proto::subject::validate_name("stream", s)
+                    .map_err(|e| ConfigError::Invalid(format!("mesh.links[{i}]: {e}")))?;
+            }
+            for t in &l.tags {
+                tern_proto::subject::validate_name("region tag", t)
+                    .map_err(|e| ConfigError::Invalid(format!("mesh.links[{i}]: {e}")))?;
+            }
         }
         Ok(())
     }
@@ -419,6 +503,29 @@ mod tests {
             "[cluster]\nnode_id = 1\npeers = [\"1=a:1/b:1\"]\nheartbeat_ms = 5000\n",
         ] {
             let e = Config::parse(bad, Path::new("x"));
+            assert!(matches!(e, Err(ConfigError::Invalid(_))), "{bad}: {e:?}");
+        }
+    }
+
+    #[test]
+    fn mesh_links_parse_and_are_checked() {
+        let link = "[[mesh.links]]\nregion = \"us\"\ntags = [\"us\"]\nnodes = [\"127.0.0.1:7520\"]\nca = \"us/ca.pem\"\nstreams = [\"orders\"]\n";
+        let ok = Config::parse(&format!("region = \"eu\"\n{link}"), Path::new("x")).unwrap();
+        assert_eq!(ok.mesh.links[0].region, "us");
+        assert_eq!(ok.mesh.links[0].streams, vec!["orders".to_string()]);
+        for bad in [
+            format!("region = \"us\"\n{link}"),
+            format!("region = \"eu\"\n{link}{link}"),
+            format!(
+                "region = \"eu\"\n{}",
+                link.replace("[\"127.0.0.1:7520\"]", "[]")
+            ),
+            format!(
+                "region = \"eu\"\n{}",
+                link.replace("\"us\"\ntags", "\"u s\"\ntags")
+            ),
+        ] {
+            let e = Config::parse(&bad, Path::new("x"));
             assert!(matches!(e, Err(ConfigError::Invalid(_))), "{bad}: {e:?}");
         }
     }

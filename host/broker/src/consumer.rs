@@ -40,7 +40,7 @@ fn delivery(stream: &str, m: StoredMessage, delivery_count: u32) -> Frame {
 }
 
 /// A first delivery of a stored message, borrowed from its record.
-fn delivery_ref<'a>(stream: &'a str, m: &'a MessageView<'a>) -> DeliveryRef<'a> {
+pub(crate) fn delivery_ref<'a>(stream: &'a str, m: &'a MessageView<'a>) -> DeliveryRef<'a> {
     DeliveryRef {
         stream,
         subject: m.subject,
@@ -93,14 +93,14 @@ pub(crate) async fn serve(
 }
 
 /// A control frame from the subscriber, or the end of its stream.
-enum Control {
+pub(crate) enum Control {
     Credit(u32),
     Ack(Vec<u64>),
     Nack(u64, u32),
     End,
 }
 
-fn control(frame: Option<Frame>) -> Result<Control, NetError> {
+pub(crate) fn control(frame: Option<Frame>) -> Result<Control, NetError> {
     Ok(match frame {
         None => Control::End,
         Some(Frame::Credit { credit }) => Control::Credit(credit),
@@ -120,7 +120,7 @@ fn control(frame: Option<Frame>) -> Result<Control, NetError> {
 }
 
 /// Poll the subscriber for a control frame without waiting.
-async fn poll_control(reader: &mut FrameReader) -> Result<Option<Control>, NetError> {
+pub(crate) async fn poll_control(reader: &mut FrameReader) -> Result<Option<Control>, NetError> {
     tokio::select! {
         biased;
         f = reader.next() => control(f?).map(Some),

@@ -5,12 +5,14 @@ mod admin;
 pub mod config;
 mod consumer;
 mod groups;
+mod mesh;
 mod plugins;
 mod region;
 mod server;
 mod session;
 
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, LinkConfig, MeshConfig};
+pub use mesh::MeshStats;
 pub use server::{Node, NodeError};
 pub use tern_store::FaultSwitch;
 

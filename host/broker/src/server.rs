@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::groups::Groups;
+use crate::mesh::MeshStats;
 use crate::plugins::Plugins;
 use crate::session;
 
@@ -52,6 +53,8 @@ pub(crate) struct Ctx {
     pub region: Option<Arc<tern_region::NodeRegion>>,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
+    /// What the mesh links to and from this node did.
+    pub mesh: Arc<MeshStats>,
 }
 
 /// A running node.
@@ -132,11 +135,13 @@ impl Node {
             region,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            mesh: Arc::default(),
         });
         tracing::info!(%addr, node = %ctx.config.node_name, data = %ctx.config.data_dir.display(), "node listening");
         ctx.tasks.spawn(purge_loop(ctx.clone()));
         ctx.plugins.start(&ctx.shutdown, &ctx.tasks);
         ctx.tasks.spawn(reload_plugins_when_leading(ctx.clone()));
+        crate::mesh::link::start(&ctx);
         let main = tokio::spawn(accept_loop(endpoint.clone(), ctx.clone()));
         Ok(Node {
             addr,
@@ -158,6 +163,11 @@ impl Node {
 
     pub fn store(&self) -> &Store {
         &self.ctx.store
+    }
+
+    /// What the mesh links to and from this node did since it started.
+    pub fn mesh_stats(&self) -> &MeshStats {
+        &self.ctx.mesh
     }
 
     /// The node's place in its region (None when it runs on its own).

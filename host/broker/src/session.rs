@@ -84,8 +84,12 @@ async fn serve_stream(
     let Some(first) = first else {
         return Ok(());
     };
-    if let Frame::Subscribe(sub) = first {
-        return consumer::serve(sub, reader, writer, ctx).await;
+    match first {
+        Frame::Subscribe(sub) => return consumer::serve(sub, reader, writer, ctx).await,
+        Frame::MeshSubscribe(req) => {
+            return crate::mesh::send::serve(req, reader, writer, ctx).await
+        }
+        _ => {}
     }
     serve_requests(first, reader, &mut writer, ctx).await
 }

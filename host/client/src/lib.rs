@@ -32,6 +32,7 @@ mod admin;
 mod config;
 mod conn;
 mod error;
+mod mesh;
 mod plugins;
 mod publish;
 mod region;
@@ -46,13 +47,14 @@ use tokio::sync::Semaphore;
 
 pub use config::{ClientConfig, SubscribeOptions};
 pub use error::ClientError;
+pub use mesh::Replication;
 pub use plugins::Deploy;
 pub use publish::PendingAck;
 pub use subscribe::Subscription;
 pub use tern_net::TransportLimits;
 pub use tern_proto::{
-    AckLevel, Delivery, ErrorBody, ErrorCode, Headers, PubMessage, Receipt, Stamp, StartPosition,
-    StreamConfig, StreamInfo, StreamState,
+    AckLevel, Delivery, ErrorBody, ErrorCode, Headers, MeshSubscribe, PubMessage, Receipt, Stamp,
+    StartPosition, StreamConfig, StreamInfo, StreamState,
 };
 
 use conn::ConnHolder;

@@ -4,7 +4,9 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::error::{DecodeError, ErrorCode};
-use crate::limits::{ACK_SEQS_MAX, BATCH_MESSAGES_MAX, HEADERS_MAX, STREAM_SUBJECTS_MAX};
+use crate::limits::{
+    ACK_SEQS_MAX, BATCH_MESSAGES_MAX, HEADERS_MAX, MESH_ORIGINS_MAX, STREAM_SUBJECTS_MAX,
+};
 use crate::wire::{put_bool, put_bytes, put_opt_str, put_str, Reader};
 
 /// Message headers, in the order the producer gave them. Names may repeat.
@@ -252,6 +254,27 @@ pub struct Subscribe {
     pub max_deliveries: u32,
 }
 
+/// A replication stream from another region (the mesh): the first frame of a stream a
+/// node of region `region` opens to a node of another region, to copy `stream` from it.
+/// Answered like `Subscribe` (`SubscribeOk`, then `Deliver` frames within the credit,
+/// topped up with `Credit`), with the replication stamp of every delivery as its origin
+/// gave it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MeshSubscribe {
+    pub req_id: u64,
+    /// Stream to copy, by name (the same name in both regions).
+    pub stream: String,
+    /// Region of the node asking: the destination of this hop, for residency rules.
+    pub region: String,
+    /// The sender's `local_seq` the receiver has already passed: delivery starts after it.
+    pub after: u64,
+    /// The receiver's version vector for the stream (origin, highest `origin_seq` held or
+    /// passed over): the sender skips every message it covers.
+    pub vector: Vec<(String, u64)>,
+    /// Messages the node may push before the receiver grants more.
+    pub credit: u32,
+}
+
 /// A plugin deployment: a WebAssembly component and how to run it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PluginDeploy {
@@ -334,6 +357,7 @@ pub enum Frame {
         streams: Vec<StreamInfo>,
     },
     Subscribe(Subscribe),
+    MeshSubscribe(MeshSubscribe),
     SubscribeOk {
         req_id: u64,
         stream: String,
@@ -449,6 +473,7 @@ pub mod kind {
     pub const REGION_ADD_NODE: u8 = 0x52;
     pub const REGION_REMOVE_NODE: u8 = 0x53;
     pub const REGION_OK: u8 = 0x54;
+    pub const MESH_SUBSCRIBE: u8 = 0x60;
 }
 
 /// Bytes of the length prefix in front of every frame.
@@ -473,6 +498,7 @@ impl Frame {
             Frame::StreamInfo { .. } => STREAM_INFO,
             Frame::StreamListResp { .. } => STREAM_LIST_RESP,
             Frame::Subscribe(_) => SUBSCRIBE,
+            Frame::MeshSubscribe(_) => MESH_SUBSCRIBE,
             Frame::SubscribeOk { .. } => SUBSCRIBE_OK,
             Frame::Deliver(_) => DELIVER,
             Frame::Credit { .. } => CREDIT,
@@ -597,6 +623,18 @@ impl Frame {
                 out.put_u32(s.credit);
                 out.put_u32(s.ack_wait_ms);
                 out.put_u32(s.max_deliveries);
+            }
+            Frame::MeshSubscribe(m) => {
+                out.put_u64(m.req_id);
+                put_str(out, &m.stream);
+                put_str(out, &m.region);
+                out.put_u64(m.after);
+                out.put_u16(m.vector.len().min(MESH_ORIGINS_MAX) as u16);
+                for (origin, seq) in m.vector.iter().take(MESH_ORIGINS_MAX) {
+                    put_str(out, origin);
+                    out.put_u64(*seq);
+                }
+                out.put_u32(m.credit);
             }
             Frame::SubscribeOk { req_id, stream } => {
                 out.put_u64(*req_id);
@@ -828,6 +866,25 @@ impl Frame {
                     credit: r.u32("credit")?,
                     ack_wait_ms: r.u32("ack_wait_ms")?,
                     max_deliveries: r.u32("max_deliveries")?,
+                })
+            }
+            MESH_SUBSCRIBE => {
+                let req_id = r.u64("req_id")?;
+                let stream = r.str("stream")?;
+                let region = r.str("region")?;
+                let after = r.u64("after")?;
+                let n = r.count(false, MESH_ORIGINS_MAX, 10, "vector")?;
+                let mut vector = Vec::with_capacity(n);
+                for _ in 0..n {
+                    vector.push((r.str("origin")?, r.u64("origin_seq")?));
+                }
+                Frame::MeshSubscribe(MeshSubscribe {
+                    req_id,
+                    stream,
+                    region,
+                    after,
+                    vector,
+                    credit: r.u32("credit")?,
                 })
             }
             SUBSCRIBE_OK => Frame::SubscribeOk {

@@ -13,8 +13,8 @@ mod wire;
 
 pub use error::{DecodeError, ErrorCode};
 pub use frame::{
-    kind, AckLevel, Delivery, DeliveryRef, ErrorBody, Frame, Headers, PluginDeploy, PubMessage,
-    Receipt, Stamp, StartPosition, StreamConfig, StreamInfo, StreamState, Subscribe,
+    kind, AckLevel, Delivery, DeliveryRef, ErrorBody, Frame, Headers, MeshSubscribe, PluginDeploy,
+    PubMessage, Receipt, Stamp, StartPosition, StreamConfig, StreamInfo, StreamState, Subscribe,
     LEN_PREFIX_BYTES,
 };
 

@@ -12,6 +12,8 @@ pub const HEADERS_MAX: usize = 256;
 pub const BATCH_MESSAGES_MAX: usize = 10_000;
 /// Most sequence numbers in one ack frame.
 pub const ACK_SEQS_MAX: usize = 65_536;
+/// Most origins in one version vector (regions of a mesh).
+pub const MESH_ORIGINS_MAX: usize = 1024;
 /// Most subjects bound to one stream.
 pub const STREAM_SUBJECTS_MAX: usize = 64;
 

@@ -10,8 +10,9 @@
 
 use bytes::{Bytes, BytesMut};
 use tern_proto::{
-    limits::FRAME_BYTES_MAX, AckLevel, Delivery, ErrorBody, ErrorCode, Frame, PluginDeploy,
-    PubMessage, Receipt, Stamp, StartPosition, StreamConfig, StreamInfo, StreamState, Subscribe,
+    limits::FRAME_BYTES_MAX, AckLevel, Delivery, ErrorBody, ErrorCode, Frame, MeshSubscribe,
+    PluginDeploy, PubMessage, Receipt, Stamp, StartPosition, StreamConfig, StreamInfo, StreamState,
+    Subscribe,
 };
 
 /// Hex digits to bytes; whitespace is ignored.
@@ -470,6 +471,32 @@ fn subscribe_ephemeral() {
             &format!("{HEAD}{tag_and_value}{TAIL}"),
         );
     }
+}
+
+#[test]
+fn mesh_subscribe() {
+    check(
+        Frame::MeshSubscribe(MeshSubscribe {
+            req_id: 3,
+            stream: "orders".into(),
+            region: "us".into(),
+            after: 9,
+            vector: vec![("eu".into(), 7)],
+            credit: 512,
+        }),
+        concat!(
+            "0000002f",          // length 47
+            "60",                // kind MeshSubscribe
+            "0000000000000003",  // req_id
+            "0006 6f7264657273", // stream "orders"
+            "0002 7573",         // region "us"
+            "0000000000000009",  // after 9
+            "0001",              // vector: one origin
+            "0002 6575",         // origin "eu"
+            "0000000000000007",  // its origin_seq 7
+            "00000200",          // credit 512
+        ),
+    );
 }
 
 #[test]

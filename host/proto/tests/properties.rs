@@ -21,9 +21,9 @@ use tern_proto::limits::{
     STREAM_SUBJECTS_MAX,
 };
 use tern_proto::{
-    kind, AckLevel, DecodeError, Delivery, ErrorBody, ErrorCode, Frame, PluginDeploy, PubMessage,
-    Receipt, Stamp, StartPosition, StreamConfig, StreamInfo, StreamState, Subscribe,
-    LEN_PREFIX_BYTES,
+    kind, AckLevel, DecodeError, Delivery, ErrorBody, ErrorCode, Frame, MeshSubscribe,
+    PluginDeploy, PubMessage, Receipt, Stamp, StartPosition, StreamConfig, StreamInfo, StreamState,
+    Subscribe, LEN_PREFIX_BYTES,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -156,6 +156,27 @@ fn subscribe() -> impl Strategy<Value = Subscribe> {
         })
 }
 
+fn mesh_subscribe() -> impl Strategy<Value = MeshSubscribe> {
+    (
+        any::<u64>(),
+        text(),
+        text(),
+        any::<u64>(),
+        vec((text(), any::<u64>()), 0..4),
+        any::<u32>(),
+    )
+        .prop_map(
+            |(req_id, stream, region, after, vector, credit)| MeshSubscribe {
+                req_id,
+                stream,
+                region,
+                after,
+                vector,
+                credit,
+            },
+        )
+}
+
 fn stamp() -> impl Strategy<Value = Stamp> {
     (text(), any::<[u64; 4]>()).prop_map(|(origin, n)| Stamp {
         origin,
@@ -226,6 +247,7 @@ fn frame() -> impl Strategy<Value = Frame> {
         (req(), vec(stream_info(), 0..4))
             .prop_map(|(req_id, streams)| Frame::StreamListResp { req_id, streams }),
         subscribe().prop_map(Frame::Subscribe),
+        mesh_subscribe().prop_map(Frame::MeshSubscribe),
         (req(), text()).prop_map(|(req_id, stream)| Frame::SubscribeOk { req_id, stream }),
         delivery().prop_map(Frame::Deliver),
         any::<u32>().prop_map(|credit| Frame::Credit { credit }),
@@ -525,6 +547,7 @@ fn all_kinds() -> Vec<u8> {
         REGION_ADD_NODE,
         REGION_REMOVE_NODE,
         REGION_OK,
+        MESH_SUBSCRIBE,
     ]
 }
 

@@ -361,7 +361,9 @@ impl ReplicatedLog for Proposer {
 
 fn weight(c: &Change) -> (usize, usize) {
     match c {
-        Change::Append(m) => (m.len(), m.iter().map(|p| p.record_len()).sum()),
+        Change::Append(m) | Change::Merge { msgs: m, .. } => {
+            (m.len(), m.iter().map(|p| p.record_len()).sum())
+        }
         _ => (1, 0),
     }
 }

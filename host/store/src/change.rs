@@ -16,6 +16,8 @@
 //! - 5 open group: `stream, name, filter, ack_wait_ms u32, max_deliveries u32, start`
 //! - 6 update group: `stream, group, cursor option<u64>, rows, dead letters (as append)`
 //! - 7 put state: `count u32 | per write: key, option<bytes>`
+//! - 8 merge: `stream, count u32 | per message: record (u32 length + bytes, its origin's
+//!   stamp filled in) | count u32 | per write: key, option<bytes>` (writes as put state)
 //!
 //! Strings are `u16 length + UTF-8`.
 
@@ -25,7 +27,7 @@ use tern_proto::{Receipt, StartPosition, StreamConfig, StreamInfo, StreamState};
 use crate::error::StoreError;
 use crate::records::{self, put_str, Cursor, GroupRecord, Prepared, StreamRecord};
 use crate::writer::{GroupUpdate, PendingRow};
-use crate::PurgeReport;
+use crate::{MergeReport, PurgeReport};
 
 const ENTRY_FORMAT: u8 = 1;
 
@@ -50,6 +52,31 @@ pub enum Change {
         dead_letters: Vec<Prepared>,
     },
     PutState(Vec<(String, Option<Vec<u8>>)>),
+    /// Messages another region accepted, with their origin's stamps (see
+    /// [`crate::Store::merge`]), and state writes that commit with them.
+    Merge {
+        stream: String,
+        msgs: Vec<Prepared>,
+        state: Vec<(String, Option<Vec<u8>>)>,
+    },
+}
+
+impl Change {
+    /// A merge of `msgs` into `stream` (see [`crate::Store::merge`]), encoded for the log.
+    /// A message with a field longer than a record can hold is refused here
+    /// ([`StoreError::BadMerge`]), as is a stream name no stream can have
+    /// ([`StoreError::StreamNotFound`]); the rest is checked when the entry is applied.
+    pub fn merge(
+        stream: &str,
+        msgs: Vec<records::StoredMessage>,
+        state: Vec<(String, Option<Vec<u8>>)>,
+    ) -> Result<Change, StoreError> {
+        Ok(Change::Merge {
+            stream: stream.to_owned(),
+            msgs: records::merged(stream, msgs)?,
+            state,
+        })
+    }
 }
 
 /// One log entry: the changes one proposal carries and the proposer's clock.
@@ -68,6 +95,7 @@ pub enum Outcome {
     Unit(Result<(), StoreError>),
     Purge(Result<PurgeReport, StoreError>),
     Group(Result<(GroupRecord, Vec<PendingRow>), StoreError>),
+    Merge(Result<MergeReport, StoreError>),
 }
 
 impl LogEntry {
@@ -133,6 +161,37 @@ fn get_prepared(c: &mut Cursor<'_>) -> Result<Vec<Prepared>, StoreError> {
     Ok(out)
 }
 
+/// State-table writes: set (`Some`) or delete (`None`) each key.
+type Writes = Vec<(String, Option<Vec<u8>>)>;
+
+fn put_writes(out: &mut BytesMut, writes: &[(String, Option<Vec<u8>>)]) {
+    out.put_u32(writes.len() as u32);
+    for (k, v) in writes {
+        put_str(out, k);
+        match v {
+            Some(v) => {
+                out.put_u8(1);
+                put_bytes(out, v);
+            }
+            None => out.put_u8(0),
+        }
+    }
+}
+
+fn get_writes(c: &mut Cursor<'_>) -> Result<Writes, StoreError> {
+    let n = c.u32()? as usize;
+    let mut writes = Vec::with_capacity(n.min(1024));
+    for _ in 0..n {
+        let k = c.str()?;
+        let v = match c.u8()? {
+            0 => None,
+            _ => Some(get_bytes(c)?.to_vec()),
+        };
+        writes.push((k, v));
+    }
+    Ok(writes)
+}
+
 fn encode_change(out: &mut BytesMut, c: &Change) {
     match c {
         Change::Append(msgs) => {
@@ -145,6 +204,7 @@ fn encode_change(out: &mut BytesMut, c: &Change) {
                 sid: 0,
                 config: config.clone(),
                 state: StreamState::default(),
+                own_seq: 0,
             };
             put_bytes(out, &records::encode_stream(&rec));
         }
@@ -196,17 +256,20 @@ fn encode_change(out: &mut BytesMut, c: &Change) {
         }
         Change::PutState(writes) => {
             out.put_u8(7);
-            out.put_u32(writes.len() as u32);
-            for (k, v) in writes {
-                put_str(out, k);
-                match v {
-                    Some(v) => {
-                        out.put_u8(1);
-                        put_bytes(out, v);
-                    }
-                    None => out.put_u8(0),
-                }
+            put_writes(out, writes);
+        }
+        Change::Merge {
+            stream,
+            msgs,
+            state,
+        } => {
+            out.put_u8(8);
+            put_str(out, stream);
+            out.put_u32(msgs.len() as u32);
+            for m in msgs {
+                put_bytes(out, &m.record);
             }
+            put_writes(out, state);
         }
     }
 }
@@ -270,18 +333,20 @@ fn decode_change(c: &mut Cursor<'_>) -> Result<Change, StoreError> {
                 dead_letters: get_prepared(c)?,
             }
         }
-        7 => {
+        7 => Change::PutState(get_writes(c)?),
+        8 => {
+            let stream = c.str()?;
             let n = c.u32()? as usize;
-            let mut writes = Vec::with_capacity(n.min(1024));
+            let mut msgs = Vec::with_capacity(n.min(8192));
             for _ in 0..n {
-                let k = c.str()?;
-                let v = match c.u8()? {
-                    0 => None,
-                    _ => Some(get_bytes(c)?.to_vec()),
-                };
-                writes.push((k, v));
+                // Every merged id enters the dedup index, as a producer's would.
+                msgs.push(Prepared::from_record(get_bytes(c)?.to_vec(), true)?);
             }
-            Change::PutState(writes)
+            Change::Merge {
+                stream,
+                msgs,
+                state: get_writes(c)?,
+            }
         }
         _ => return Err(StoreError::Corrupt("log entry")),
     })
@@ -316,6 +381,13 @@ impl Outcome {
     pub(crate) fn into_purge(self) -> Result<PurgeReport, StoreError> {
         match self {
             Outcome::Purge(r) => r,
+            _ => Err(Outcome::mismatch()),
+        }
+    }
+
+    pub(crate) fn into_merge(self) -> Result<MergeReport, StoreError> {
+        match self {
+            Outcome::Merge(r) => r,
             _ => Err(Outcome::mismatch()),
         }
     }
@@ -387,6 +459,7 @@ mod tests {
                     dead_letters: vec![msg(Some("d"))],
                 },
                 Change::PutState(vec![("a".into(), Some(vec![1])), ("b".into(), None)]),
+                merge(),
             ],
         };
         let bytes = e.encode();
@@ -410,5 +483,98 @@ mod tests {
 
     fn e_size() -> u64 {
         msg(None).size_bytes
+    }
+
+    fn stored(origin: &str, origin_seq: u64) -> records::StoredMessage {
+        records::StoredMessage {
+            seq: 1,
+            subject: "orders.eu".into(),
+            id: format!("{origin}-{origin_seq}"),
+            key: Some("k".into()),
+            headers: vec![("h".into(), "v".into())],
+            payload: bytes::Bytes::from_static(b"hello"),
+            origin: origin.into(),
+            origin_seq,
+            key_seq: 7,
+            hlc: (1_700_000_000_000 << 16) | 9,
+        }
+    }
+
+    fn merge() -> Change {
+        Change::merge(
+            "orders",
+            vec![stored("us", 4), stored("ap", 9)],
+            vec![("mesh/us".into(), Some(vec![4])), ("gone".into(), None)],
+        )
+        .unwrap()
+    }
+
+    /// A merge keeps its stamped records, their ids' dedup flag and its state writes
+    /// through the log; any cut of it, or a damaged record, is a typed error.
+    #[test]
+    fn merge_round_trip_and_damage_is_refused() {
+        let e = LogEntry {
+            time_ms: 5,
+            changes: vec![merge()],
+        };
+        let bytes = e.encode();
+        let back = LogEntry::decode(&bytes).unwrap();
+        assert_eq!(back.encode(), bytes);
+        let Change::Merge {
+            stream,
+            msgs,
+            state,
+        } = &back.changes[0]
+        else {
+            panic!("not a merge: {:?}", back.changes[0]);
+        };
+        assert_eq!(stream, "orders");
+        assert_eq!(
+            state,
+            &vec![
+                ("mesh/us".to_string(), Some(vec![4])),
+                ("gone".into(), None)
+            ]
+        );
+        let stamps: Vec<_> = msgs
+            .iter()
+            .map(|m| {
+                let s = m.read_stamp().unwrap();
+                (
+                    s.origin.to_owned(),
+                    s.origin_seq,
+                    s.key_seq,
+                    s.hlc,
+                    m.producer_id,
+                )
+            })
+            .collect();
+        let hlc = (1_700_000_000_000 << 16) | 9;
+        assert_eq!(
+            stamps,
+            vec![
+                ("us".to_string(), 4, 7, hlc, true),
+                ("ap".to_string(), 9, 7, hlc, true)
+            ]
+        );
+        assert_eq!(
+            records::decode_message(1, &msgs[1].record).unwrap(),
+            stored("ap", 9)
+        );
+        for cut in 0..bytes.len() {
+            assert!(
+                matches!(LogEntry::decode(&bytes[..cut]), Err(StoreError::Corrupt(_))),
+                "cut at {cut}"
+            );
+        }
+        // A record's format byte (after entry header, tag, stream, count and length).
+        let mut bad = bytes.to_vec();
+        let at = 1 + 8 + 4 + 1 + 2 + "orders".len() + 4 + 4;
+        assert_eq!(bad[at], records::RECORD_FORMAT);
+        bad[at] = 9;
+        assert!(matches!(
+            LogEntry::decode(&bad),
+            Err(StoreError::UnknownFormat(9))
+        ));
     }
 }

@@ -52,6 +52,19 @@ pub enum StoreError {
     /// The region could not commit the change now; it may or may not be stored.
     #[error("region unavailable: {0}")]
     Unavailable(String),
+    /// A message given to a merge cannot go into the stream: its subject is invalid or not
+    /// one the stream takes, its origin is not a name, or a field is longer than a record
+    /// can hold. Nothing of the merge was stored.
+    #[error("merge into stream {stream:?} refused at message {index}: {reason}")]
+    BadMerge {
+        stream: String,
+        /// Position of the refused message in the merge.
+        index: usize,
+        reason: String,
+        /// The subject or name check that refused it, when one did.
+        #[source]
+        cause: Option<SubjectError>,
+    },
 }
 
 impl StoreError {
@@ -73,6 +86,7 @@ impl StoreError {
             StoreError::Closed => ErrorCode::ShuttingDown,
             StoreError::NotLeader(_) => ErrorCode::NotLeader,
             StoreError::Unavailable(_) => ErrorCode::Unavailable,
+            StoreError::BadMerge { .. } => ErrorCode::BadRequest,
         }
     }
 
@@ -86,6 +100,17 @@ impl StoreError {
             StoreError::NotLeader(a) => StoreError::NotLeader(a.clone()),
             StoreError::Unavailable(w) => StoreError::Unavailable(w.clone()),
             StoreError::BadSnapshot(w) => StoreError::BadSnapshot(w.clone()),
+            StoreError::BadMerge {
+                stream,
+                index,
+                reason,
+                cause,
+            } => StoreError::BadMerge {
+                stream: stream.clone(),
+                index: *index,
+                reason: reason.clone(),
+                cause: cause.clone(),
+            },
             other => StoreError::Storage(Box::new(redb::Error::Io(std::io::Error::other(
                 other.to_string(),
             )))),

@@ -3,6 +3,12 @@
 //! All writes go through one writer thread that groups concurrent requests into one
 //! write transaction and one fsync ([`writer`]); a caller hears back only after the
 //! commit is durable. Reads use redb's MVCC read transactions and never block the writer.
+//!
+//! Every message carries a replication stamp (see [`StoredMessage`]). A message this store
+//! accepts is stamped with its own origin and the next of the stream's own origin sequence,
+//! a counter separate from the local sequence; a message another region accepted comes in
+//! through [`Store::merge`] with the stamp its origin gave it, and the stream's version
+//! vector ([`Store::vector`]) records how far each origin has been merged.
 
 mod backend;
 mod change;
@@ -45,7 +51,8 @@ use writer::{Op, Writer};
 pub struct StoreOptions {
     /// The redb file.
     pub path: PathBuf,
-    /// This node's region name, stamped as `origin` on every message it accepts.
+    /// This node's region name, stamped as `origin` on every message it accepts. A merge
+    /// skips messages of this origin: the store holds them already.
     pub origin: String,
     /// Dedup window for streams created without one. Default 24 h.
     pub dedup_window_ms_default: u64,
@@ -78,6 +85,17 @@ impl StoreOptions {
 pub struct PurgeReport {
     pub messages: u64,
     pub dedup_entries: u64,
+}
+
+/// What a merge did with the messages it was given.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MergeReport {
+    /// Stored, each at the next local sequence.
+    pub stored: u64,
+    /// Skipped: of this store's own origin, or at or below the stream's vector for theirs.
+    pub covered: u64,
+    /// Skipped: their id is in the stream's dedup index (the vector still moved past them).
+    pub duplicates: u64,
 }
 
 /// A stream as readers see it after the latest commit.
@@ -434,6 +452,66 @@ impl Store {
         self.call(|reply| Op::PutState { writes, reply }).await?
     }
 
+    /// Stores messages another region accepted into `stream`, in the order given, each with
+    /// the stamp its origin gave it (its `seq` is ignored: each gets the next local
+    /// sequence). Writes `state` (node-state table, as [`Store::put_state`]) in the same
+    /// commit.
+    ///
+    /// A message of this store's own origin, or at or below the stream's vector for its
+    /// origin, is skipped as covered; one whose id the stream's dedup index holds is skipped
+    /// as a duplicate, but the vector moves past it. One whose origin_seq skips ahead is
+    /// stored all the same (the sender may have passed over messages), and the vector
+    /// records the highest. If any message's subject is not one the stream takes, or its
+    /// origin is not a name, the merge fails with [`StoreError::BadMerge`] and nothing of it
+    /// is stored.
+    pub async fn merge(
+        &self,
+        stream: &str,
+        msgs: Vec<StoredMessage>,
+        state: Vec<(String, Option<Vec<u8>>)>,
+    ) -> Result<MergeReport, StoreError> {
+        // Encoded in the caller's task, as appends are.
+        let msgs = records::merged(stream, msgs)?;
+        let stream = stream.to_owned();
+        if let Some(log) = self.log.get() {
+            let c = Change::Merge {
+                stream,
+                msgs,
+                state,
+            };
+            return replicate(log, c).await?.into_merge();
+        }
+        let merge = writer::Merge {
+            stream,
+            msgs,
+            state,
+        };
+        self.call(|reply| Op::Merge { merge, reply }).await?
+    }
+
+    /// The stream's version vector as of the latest commit: each origin with the highest
+    /// origin_seq the stream holds or has passed over, this store's own origin included (its
+    /// counter), sorted by origin.
+    pub fn vector(&self, stream: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let (sid, own_seq) = {
+            let views = self.views();
+            let v = views
+                .get(stream)
+                .ok_or_else(|| StoreError::StreamNotFound(stream.to_owned()))?;
+            (v.rec.sid, v.rec.own_seq)
+        };
+        // Begun after the view was taken, so it holds at least that commit.
+        let txn = self.db()?.begin_read()?;
+        let table = txn.open_table(VECTORS)?;
+        let mut out = BTreeMap::new();
+        for row in table.range((sid, "")..(sid + 1, ""))? {
+            let (k, v) = row?;
+            out.insert(k.value().1.to_owned(), v.value());
+        }
+        out.insert(self.origin.to_string(), own_seq);
+        Ok(out.into_iter().collect())
+    }
+
     /// The ack floor of consumer group `group` on `stream` (every sequence below it is
     /// acked or dead-lettered), as of the latest commit; `None` if there is no such group.
     pub fn group_cursor(&self, stream: &str, group: &str) -> Result<Option<u64>, StoreError> {
@@ -707,6 +785,7 @@ pub(crate) fn load(db: &Database) -> Result<BTreeMap<String, StreamRecord>, Stor
         txn.open_table(DEDUP)?;
         txn.open_table(DEDUP_EXPIRY)?;
         txn.open_table(KEYS)?;
+        txn.open_table(VECTORS)?;
         txn.open_table(GROUPS)?;
         txn.open_table(STATE)?;
         txn.open_table(PENDING)?;

@@ -10,17 +10,28 @@ use crate::error::StoreError;
 pub(crate) const RECORD_FORMAT: u8 = 1;
 
 /// A message as stored: everything but its `local_seq`, which is the table key.
+///
+/// `origin`, `origin_seq`, `key_seq` and `hlc` are its replication stamp, given once by the
+/// region that first accepted it and kept wherever the message is merged to; `seq` is only
+/// its place in this store's copy of the stream.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct StoredMessage {
+    /// Local sequence: the position in this store's copy of the stream.
     pub seq: u64,
     pub subject: String,
     pub id: String,
     pub key: Option<String>,
     pub headers: Headers,
     pub payload: Bytes,
+    /// The region that first accepted the message.
     pub origin: String,
+    /// The origin's per-stream sequence of the messages it accepted itself, gap-free from 1.
+    /// Equal to `seq` only while every message of the stream is local.
     pub origin_seq: u64,
+    /// Version of the message's key: one more than the highest key_seq seen for that key
+    /// when it was accepted (0 without a key).
     pub key_seq: u64,
+    /// Hybrid logical clock when accepted: ms since the Unix epoch << 16, plus a counter.
     pub hlc: u64,
 }
 
@@ -205,6 +216,22 @@ impl Prepared {
         self.record.len()
     }
 
+    /// The stamp the record carries (all zero until the writer stamps a local message;
+    /// given by the origin in a merged one).
+    pub(crate) fn read_stamp(&self) -> Result<Stamp<'_>, StoreError> {
+        let mut c = Cursor {
+            b: &self.record,
+            what: "message",
+        };
+        c.format()?;
+        Ok(Stamp {
+            hlc: c.u64()?,
+            origin_seq: c.u64()?,
+            key_seq: c.u64()?,
+            origin: c.str_ref()?,
+        })
+    }
+
     /// Fill in the stamp fields.
     pub(crate) fn stamp(&mut self, hlc: u64, origin_seq: u64, key_seq: u64) {
         let at = STAMP_AT;
@@ -214,6 +241,77 @@ impl Prepared {
     }
 }
 
+/// The stamp of a prepared record, read in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stamp<'a> {
+    pub origin: &'a str,
+    pub hlc: u64,
+    pub origin_seq: u64,
+    pub key_seq: u64,
+}
+
+/// Messages another region accepted, encoded with the stamps their origin gave them, for a
+/// merge into `stream`. Every id enters the dedup index, as a producer's would. A message
+/// with a field longer than a record can hold is refused (and with it the whole merge), so
+/// nothing is stored truncated; so is a stream name no stream can have.
+pub(crate) fn merged(stream: &str, msgs: Vec<StoredMessage>) -> Result<Vec<Prepared>, StoreError> {
+    if tern_proto::subject::validate_name("stream name", stream).is_err() {
+        // A log entry could not carry it whole either.
+        return Err(StoreError::StreamNotFound(stream.to_owned()));
+    }
+    let mut out = Vec::with_capacity(msgs.len());
+    for (index, m) in msgs.into_iter().enumerate() {
+        if let Err(reason) = fits_record(&m) {
+            return Err(StoreError::BadMerge {
+                stream: stream.to_owned(),
+                index,
+                reason: reason.to_owned(),
+                cause: None,
+            });
+        }
+        let headers: usize = m.headers.iter().map(|(k, v)| 4 + k.len() + v.len()).sum();
+        let mut record = Vec::with_capacity(
+            64 + headers
+                + m.payload.len()
+                + m.subject.len()
+                + m.id.len()
+                + m.key.as_ref().map_or(0, String::len)
+                + m.origin.len(),
+        );
+        encode_message(&mut record, &m);
+        out.push(Prepared {
+            size_bytes: m.size_bytes(),
+            subject: m.subject,
+            id: m.id,
+            producer_id: true,
+            key: m.key,
+            record,
+        });
+    }
+    Ok(out)
+}
+
+/// Whether every field of `m` fits the record layout's length prefixes.
+fn fits_record(m: &StoredMessage) -> Result<(), &'static str> {
+    let short = |s: &str| s.len() <= u16::MAX as usize;
+    if !short(&m.origin) {
+        return Err("origin longer than 65,535 bytes");
+    }
+    if !short(&m.subject) {
+        return Err("subject longer than 65,535 bytes");
+    }
+    if !short(&m.id) || !m.key.as_deref().is_none_or(short) {
+        return Err("id or key longer than 65,535 bytes");
+    }
+    if m.headers.len() > u16::MAX as usize || !m.headers.iter().all(|(k, v)| short(k) && short(v)) {
+        return Err("more than 65,535 headers, or one longer than 65,535 bytes");
+    }
+    if m.payload.len() > u32::MAX as usize {
+        return Err("payload of 4 GiB or more");
+    }
+    Ok(())
+}
+
 /// A new unique id for a message published without one.
 fn new_id() -> String {
     let v: u128 = rand::random();
@@ -221,8 +319,8 @@ fn new_id() -> String {
 }
 
 /// Message record: format, hlc, origin_seq, key_seq, origin, subject, id, key?, headers, payload.
-#[cfg(test)]
-pub(crate) fn encode_message(out: &mut BytesMut, m: &StoredMessage) {
+/// Lengths must fit their prefixes (see [`fits_record`]).
+pub(crate) fn encode_message(out: &mut impl BufMut, m: &StoredMessage) {
     out.put_u8(RECORD_FORMAT);
     out.put_u64(m.hlc);
     out.put_u64(m.origin_seq);
@@ -341,12 +439,18 @@ impl StoredRecord {
     }
 }
 
-/// Stream record: format, stream id, config, state.
+/// Stream record: format, stream id, config, state, then the last origin_seq this store
+/// gave its own messages (u64, a trailing field: a record written before it was added ends
+/// after the state, and decodes with the counter at `last_seq`, since every message was
+/// local until then).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct StreamRecord {
     pub sid: u32,
     pub config: StreamConfig,
     pub state: StreamState,
+    /// The last origin_seq given to a message this store accepted itself. Merged messages
+    /// take local sequences but not origin sequences, so this counts only its own.
+    pub own_seq: u64,
 }
 
 pub(crate) fn encode_stream(r: &StreamRecord) -> Vec<u8> {
@@ -367,6 +471,7 @@ pub(crate) fn encode_stream(r: &StreamRecord) -> Vec<u8> {
     out.put_u64(r.state.msgs);
     out.put_u64(r.state.bytes);
     out.put_u64(r.state.last_time_ms);
+    out.put_u64(r.own_seq);
     out.to_vec()
 }
 
@@ -395,7 +500,17 @@ pub(crate) fn decode_stream(b: &[u8]) -> Result<StreamRecord, StoreError> {
         bytes: c.u64()?,
         last_time_ms: c.u64()?,
     };
-    Ok(StreamRecord { sid, config, state })
+    let own_seq = if c.b.is_empty() {
+        state.last_seq
+    } else {
+        c.u64()?
+    };
+    Ok(StreamRecord {
+        sid,
+        config,
+        state,
+        own_seq,
+    })
 }
 
 /// Durable state of a consumer group.
@@ -513,6 +628,7 @@ mod tests {
                 bytes: 8,
                 last_time_ms: 9,
             },
+            own_seq: 4,
         };
         assert_eq!(decode_stream(&encode_stream(&s)).unwrap(), s);
         let g = GroupRecord {
@@ -524,5 +640,105 @@ mod tests {
             cursor: 10,
         };
         assert_eq!(decode_group(&encode_group(&g)).unwrap(), g);
+    }
+
+    /// A stream row as the version before the own-origin counter wrote it (no trailing
+    /// field) decodes with the counter at last_seq; a partial trailing field is refused.
+    #[test]
+    fn a_stream_row_without_the_counter_decodes_with_last_seq() {
+        let config = StreamConfig {
+            name: "orders".into(),
+            subjects: vec!["orders.>".into()],
+            ..StreamConfig::default()
+        };
+        let state = StreamState {
+            first_seq: 3,
+            last_seq: 41,
+            msgs: 39,
+            bytes: 100,
+            last_time_ms: 7,
+        };
+        // The layout of that version, written out field by field.
+        let mut old = BytesMut::new();
+        old.put_u8(RECORD_FORMAT);
+        old.put_u32(2);
+        put_str(&mut old, "orders");
+        old.put_u16(1);
+        put_str(&mut old, "orders.>");
+        for v in [0, 0, 0, 0, 3, 41, 39, 100, 7] {
+            old.put_u64(v);
+        }
+        let rec = decode_stream(&old).unwrap();
+        assert_eq!(
+            rec,
+            StreamRecord {
+                sid: 2,
+                config,
+                state,
+                own_seq: 41,
+            }
+        );
+        let mut new = encode_stream(&StreamRecord { own_seq: 9, ..rec });
+        assert_eq!(
+            &new[..old.len()],
+            &old[..],
+            "the counter is a trailing field"
+        );
+        assert_eq!(decode_stream(&new).unwrap().own_seq, 9);
+        new.truncate(new.len() - 3);
+        assert!(matches!(
+            decode_stream(&new),
+            Err(StoreError::Corrupt("stream"))
+        ));
+    }
+
+    /// A merged message keeps its stamp in the record, read back in place; one with a field
+    /// its length prefix cannot hold is refused whole.
+    #[test]
+    fn merged_records_keep_their_stamps() {
+        let m = StoredMessage {
+            seq: 99,
+            subject: "orders.eu".into(),
+            id: "x".into(),
+            key: Some("k".into()),
+            headers: vec![("h".into(), "v".into())],
+            payload: Bytes::from_static(b"hi"),
+            origin: "us".into(),
+            origin_seq: 12,
+            key_seq: 7,
+            hlc: (5 << 16) | 2,
+        };
+        let p = merged("orders", vec![m.clone()]).unwrap().remove(0);
+        assert!(p.producer_id);
+        assert_eq!(p.size_bytes, m.size_bytes());
+        assert_eq!(
+            p.read_stamp().unwrap(),
+            Stamp {
+                origin: "us",
+                hlc: (5 << 16) | 2,
+                origin_seq: 12,
+                key_seq: 7
+            }
+        );
+        let back = Prepared::from_record(p.record.clone(), true).unwrap();
+        assert_eq!(
+            (back.subject, back.id, back.key),
+            (m.subject.clone(), m.id.clone(), m.key.clone())
+        );
+        assert_eq!(
+            decode_message(3, &p.record).unwrap(),
+            StoredMessage {
+                seq: 3,
+                ..m.clone()
+            }
+        );
+        let long = StoredMessage {
+            id: "i".repeat(70_000),
+            ..m.clone()
+        };
+        assert!(matches!(
+            merged("orders", vec![m, long]),
+            Err(StoreError::BadMerge { index: 1, .. })
+        ));
     }
 }

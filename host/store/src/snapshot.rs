@@ -8,6 +8,10 @@
 //! crc32 u32` of every byte before the crc. Rows come table by table, each table in key
 //! order, so installing inserts in order.
 //!
+//! Version 2 added table 10, the streams' version vectors. A version 1 snapshot (which has
+//! no such rows) still installs, with empty vectors: stores of that version held only
+//! messages of their own origin.
+//!
 //! Writing streams from a read transaction: the store keeps taking writes meanwhile.
 //! Installing checks the whole stream (crc, row count, every key and value decodable)
 //! before it replaces anything, then replaces every table in one durable transaction: a
@@ -24,7 +28,9 @@ use crate::error::StoreError;
 use crate::tables::*;
 
 const MAGIC: &[u8; 8] = b"TERNSTOR";
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+/// The version before the version vector table; read, never written.
+const VERSION_NO_VECTORS: u8 = 1;
 /// Largest key or value a snapshot row may carry (a message chunk is far smaller).
 const CELL_BYTES_MAX: u32 = 256 * 1024 * 1024;
 
@@ -70,6 +76,7 @@ macro_rules! each_table {
         $m!(7, GROUPS, Shape::U32Str, Shape::Bytes);
         $m!(8, PENDING, Shape::U32U64, Shape::U32U64);
         $m!(9, STATE, Shape::Str, Shape::Bytes);
+        $m!(10, VECTORS, Shape::U32Str, Shape::U64);
     }};
 }
 
@@ -204,7 +211,7 @@ impl<R: Read> Rows<R> {
         if &head[..8] != MAGIC {
             return Err(bad("not a tern store snapshot"));
         }
-        if head[8] != VERSION {
+        if head[8] != VERSION && head[8] != VERSION_NO_VECTORS {
             return Err(bad(format!(
                 "snapshot version {} is not supported",
                 head[8]

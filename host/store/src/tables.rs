@@ -21,6 +21,10 @@ pub(crate) const DEDUP_EXPIRY: TableDefinition<(u32, u64), &[u8]> =
     TableDefinition::new("dedup_expiry");
 /// (stream id, key) -> highest key_seq stored for that key.
 pub(crate) const KEYS: TableDefinition<(u32, &str), u64> = TableDefinition::new("keys");
+/// (stream id, origin) -> the highest origin_seq of that origin a merge stored or found a
+/// duplicate of (lower ones the stream lacks were passed over): the stream's version vector,
+/// but for this store's own origin, whose counter is in the stream record.
+pub(crate) const VECTORS: TableDefinition<(u32, &str), u64> = TableDefinition::new("vectors");
 /// (stream id, group name) -> group record.
 pub(crate) const GROUPS: TableDefinition<(u32, &str), &[u8]> = TableDefinition::new("groups");
 /// (group id, local seq) -> (deliveries so far, acked 0/1) for messages above the group's ack

@@ -20,7 +20,7 @@ use crate::dedup;
 use crate::error::StoreError;
 use crate::records::{self, GroupRecord, Prepared, StreamRecord};
 use crate::tables::*;
-use crate::{PurgeReport, Shared, StoreOptions};
+use crate::{MergeReport, PurgeReport, Shared, StoreOptions};
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
@@ -57,6 +57,12 @@ pub(crate) enum Op {
         writes: Vec<(String, Option<Vec<u8>>)>,
         reply: Reply<()>,
     },
+    /// Messages another region accepted, stamped by their origin, with state writes that
+    /// commit with them.
+    Merge {
+        merge: Merge,
+        reply: Reply<MergeReport>,
+    },
     /// Replicated log entries, in log order, with the state writes (applied position,
     /// membership) that must commit in the same transaction.
     Apply {
@@ -87,6 +93,24 @@ fn put_state(writes: Vec<(String, Option<Vec<u8>>)>, t: &mut Tables<'_>) -> Resu
         }
     }
     Ok(())
+}
+
+/// A merge as the writer takes it (see [`crate::Store::merge`]).
+pub(crate) struct Merge {
+    pub stream: String,
+    /// Records stamped by their origin.
+    pub msgs: Vec<Prepared>,
+    /// State-table writes that commit with the messages.
+    pub state: Vec<(String, Option<Vec<u8>>)>,
+}
+
+/// One origin's entry in a stream's version vector, as a merge moves it.
+struct Held {
+    origin: String,
+    /// The highest origin_seq held or passed over (`u64::MAX` for this store's own origin:
+    /// a merge covers every one of its messages).
+    seq: u64,
+    moved: bool,
 }
 
 /// Durable per-message state of a group above its ack floor.
@@ -121,7 +145,9 @@ impl Op {
                 .iter()
                 .flat_map(|e| &e.changes)
                 .map(|c| match c {
-                    Change::Append(m) => m.iter().map(|p| p.record.len()).sum(),
+                    Change::Append(m) | Change::Merge { msgs: m, .. } => {
+                        m.iter().map(|p| p.record.len()).sum()
+                    }
                     _ => 0,
                 })
                 .sum(),
@@ -132,11 +158,13 @@ impl Op {
     fn message_count(&self) -> usize {
         match self {
             Op::Append { msgs, .. } => msgs.len(),
+            Op::Merge { merge, .. } => merge.msgs.len().max(1),
             Op::Apply { entries, .. } => entries
                 .iter()
                 .flat_map(|e| &e.changes)
                 .map(|c| match c {
                     Change::Append(m) => m.len(),
+                    Change::Merge { msgs, .. } => msgs.len().max(1),
                     _ => 1,
                 })
                 .sum(),
@@ -155,6 +183,7 @@ impl Op {
             Op::OpenGroup { reply, .. } => drop(reply.send(Err(e.duplicate()))),
             Op::UpdateGroup { reply, .. } => drop(reply.send(Err(e.duplicate()))),
             Op::PutState { reply, .. } => drop(reply.send(Err(e.duplicate()))),
+            Op::Merge { reply, .. } => drop(reply.send(Err(e.duplicate()))),
             Op::Apply { reply, .. } => drop(reply.send(Err(e.duplicate()))),
             Op::Snapshot { reply } => drop(reply.send(Err(e.duplicate()))),
             Op::Install { reply, .. } => drop(reply.send(Err(e.duplicate()))),
@@ -180,6 +209,7 @@ enum Answer {
         Reply<(GroupRecord, Vec<PendingRow>)>,
         Result<(GroupRecord, Vec<PendingRow>), StoreError>,
     ),
+    Merge(Reply<MergeReport>, Result<MergeReport, StoreError>),
     Apply(
         Reply<Vec<Vec<Outcome>>>,
         Result<Vec<Vec<Outcome>>, StoreError>,
@@ -196,6 +226,7 @@ impl Answer {
             Answer::Unit(r, v) => drop(r.send(v)),
             Answer::Purge(r, v) => drop(r.send(v)),
             Answer::Group(r, v) => drop(r.send(v)),
+            Answer::Merge(r, v) => drop(r.send(v)),
             Answer::Apply(r, v) => drop(r.send(v)),
             Answer::Answered => {}
         }
@@ -209,6 +240,7 @@ impl Answer {
             Answer::Unit(r, _) => drop(r.send(Err(e.duplicate()))),
             Answer::Purge(r, _) => drop(r.send(Err(e.duplicate()))),
             Answer::Group(r, _) => drop(r.send(Err(e.duplicate()))),
+            Answer::Merge(r, _) => drop(r.send(Err(e.duplicate()))),
             Answer::Apply(r, _) => drop(r.send(Err(e.duplicate()))),
             Answer::Answered => {}
         }
@@ -326,6 +358,7 @@ struct Tables<'t> {
     dedup: dedup::DedupTable<'t>,
     expiry: Table<'t, (u32, u64), &'static [u8]>,
     keys: Table<'t, (u32, &'static str), u64>,
+    vectors: Table<'t, (u32, &'static str), u64>,
     groups: Table<'t, (u32, &'static str), &'static [u8]>,
     pending: Table<'t, (u32, u64), (u32, u64)>,
     state: Table<'t, &'static str, &'static [u8]>,
@@ -340,6 +373,7 @@ impl<'t> Tables<'t> {
             dedup: txn.open_table(DEDUP)?,
             expiry: txn.open_table(DEDUP_EXPIRY)?,
             keys: txn.open_table(KEYS)?,
+            vectors: txn.open_table(VECTORS)?,
             groups: txn.open_table(GROUPS)?,
             pending: txn.open_table(PENDING)?,
             state: txn.open_table(STATE)?,
@@ -648,6 +682,10 @@ impl Writer {
                 let (r, f) = split(put_state(writes, t).map(Ok));
                 (Answer::Unit(reply, r), f)
             }
+            Op::Merge { merge, reply } => {
+                let (r, f) = split(self.merge(merge, t, streams, hlc, batch));
+                (Answer::Merge(reply, r), f)
+            }
             Op::Apply {
                 entries,
                 marker,
@@ -737,6 +775,18 @@ impl Writer {
                 put_state(writes, t)?;
                 Outcome::Unit(Ok(()))
             }
+            Change::Merge {
+                stream,
+                msgs,
+                state,
+            } => {
+                let merge = Merge {
+                    stream,
+                    msgs,
+                    state,
+                };
+                Outcome::Merge(self.merge(merge, t, streams, hlc, batch)?)
+            }
         })
     }
 
@@ -802,7 +852,10 @@ impl Writer {
             }
             None => 0,
         };
-        m.stamp(*hlc, seq, key_seq);
+        // The own-origin sequence counts this store's messages only, so merged ones leave no
+        // gap in it; it lives in the stream record, so stamping reads no table.
+        rec.own_seq += 1;
+        m.stamp(*hlc, rec.own_seq, key_seq);
         let id = m.id.clone();
         let size = m.size_bytes;
         let time_ms = *hlc >> 16;
@@ -826,6 +879,140 @@ impl Writer {
             duplicate: false,
             level: AckLevel::Local,
         }))
+    }
+
+    /// Merge messages another region accepted into a stream (see [`crate::Store::merge`]).
+    /// Every message is checked before any is stored: a refusal stores nothing, state
+    /// writes included, and is `Ok(Err(..))`. `Err` is a storage failure that voids the
+    /// whole transaction.
+    fn merge(
+        &self,
+        merge: Merge,
+        t: &mut Tables<'_>,
+        streams: &mut BTreeMap<String, StreamRecord>,
+        hlc: &mut u64,
+        batch: &mut BatchState,
+    ) -> Result<Result<MergeReport, StoreError>, StoreError> {
+        let Merge {
+            stream,
+            msgs,
+            state,
+        } = merge;
+        let Some(rec) = streams.get_mut(&stream) else {
+            return Ok(Err(StoreError::StreamNotFound(stream)));
+        };
+        let sid = rec.sid;
+        let refuse = |index, reason: String, cause| {
+            Ok(Err(StoreError::BadMerge {
+                stream: stream.clone(),
+                index,
+                reason,
+                cause,
+            }))
+        };
+        // The origins the merge names, each with its vector entry.
+        let mut origins: Vec<Held> = Vec::new();
+        // Per message: its origin (index into `origins`), hlc, origin_seq, key_seq.
+        let mut stamps = Vec::with_capacity(msgs.len());
+        {
+            let mut by_name: BTreeMap<&str, usize> = BTreeMap::new();
+            for (index, m) in msgs.iter().enumerate() {
+                if let Err(e) = subject::validate_subject(&m.subject) {
+                    return refuse(index, e.to_string(), Some(e));
+                }
+                if !rec
+                    .config
+                    .subjects
+                    .iter()
+                    .any(|f| subject::matches(f, &m.subject))
+                {
+                    let why = format!("the stream does not take subject {:?}", m.subject);
+                    return refuse(index, why, None);
+                }
+                let s = match m.read_stamp() {
+                    Ok(s) => s,
+                    Err(e) => return refuse(index, e.to_string(), None),
+                };
+                if let Err(e) = subject::validate_name("origin", s.origin) {
+                    return refuse(index, e.to_string(), Some(e));
+                }
+                let at = match by_name.get(s.origin) {
+                    Some(&at) => at,
+                    None => {
+                        let seq = if s.origin == self.opts.origin {
+                            u64::MAX
+                        } else {
+                            t.vectors
+                                .get((sid, s.origin))?
+                                .map(|g| g.value())
+                                .unwrap_or(0)
+                        };
+                        origins.push(Held {
+                            origin: s.origin.to_owned(),
+                            seq,
+                            moved: false,
+                        });
+                        by_name.insert(s.origin, origins.len() - 1);
+                        origins.len() - 1
+                    }
+                };
+                stamps.push((at, s.hlc, s.origin_seq, s.key_seq));
+            }
+        }
+        let mut report = MergeReport::default();
+        for (m, (at, msg_hlc, origin_seq, key_seq)) in msgs.into_iter().zip(stamps) {
+            let held = &mut origins[at];
+            if origin_seq <= held.seq {
+                report.covered += 1;
+                continue;
+            }
+            // Stored or found a duplicate of, the origin has reached this far here; a gap
+            // below it is what the sender passed over.
+            held.seq = origin_seq;
+            held.moved = true;
+            let seq = rec.state.last_seq + 1;
+            if batch.dedup.insert(&mut t.dedup, sid, &m.id, seq)?.is_some() {
+                report.duplicates += 1;
+                continue;
+            }
+            if let Some(k) = &m.key {
+                let known = t
+                    .keys
+                    .get((sid, k.as_str()))?
+                    .map(|g| g.value())
+                    .unwrap_or(0);
+                if key_seq > known {
+                    t.keys.insert((sid, k.as_str()), key_seq)?;
+                }
+            }
+            // Later local stamps order after every merged one.
+            *hlc = (*hlc).max(msg_hlc);
+            // The chunk's dedup expiry and the stream's last time only move forward, and
+            // count from this commit at the earliest: the id stays in the index a full
+            // window from when this store took it.
+            let time_ms = (*hlc >> 16).max(batch.now_ms());
+            let size = m.size_bytes;
+            batch.next_seq = seq;
+            batch.push(sid, m, time_ms, t)?;
+            let st = &mut rec.state;
+            if st.msgs == 0 {
+                st.first_seq = seq;
+            }
+            st.last_seq = seq;
+            st.msgs += 1;
+            st.bytes += size;
+            st.last_time_ms = st.last_time_ms.max(time_ms);
+            report.stored += 1;
+        }
+        for held in origins.iter().filter(|h| h.moved) {
+            t.vectors.insert((sid, held.origin.as_str()), held.seq)?;
+        }
+        if report.stored > 0 && !batch.touched.contains(&stream) {
+            // Retention and the stream row are seen to before the commit, as for appends.
+            batch.touched.push(stream);
+        }
+        put_state(state, t)?;
+        Ok(Ok(report))
     }
 
     fn create_stream(
@@ -857,6 +1044,7 @@ impl Writer {
                 first_seq: 1,
                 ..StreamState::default()
             },
+            own_seq: 0,
         };
         t.streams.insert(
             rec.config.name.as_str(),
@@ -999,6 +1187,8 @@ fn delete_stream(
         .retain_in((sid, 0)..=(sid, u64::MAX), |_, _| false)?;
     dedup::remove_stream(&mut t.dedup, sid)?;
     t.keys.retain_in((sid, "")..(sid + 1, ""), |_, _| false)?;
+    t.vectors
+        .retain_in((sid, "")..(sid + 1, ""), |_, _| false)?;
     let mut gids = Vec::new();
     for row in t.groups.range((sid, "")..(sid + 1, ""))? {
         let (_, v) = row?;

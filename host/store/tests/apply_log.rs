@@ -1,9 +1,14 @@
 //! Applying replicated log entries: every node that applies the same entries in the same
 //! order ends with the same stream content, stamps included, whatever its wall clock says.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use tern_proto::{PubMessage, StreamConfig};
-use tern_store::{Change, LogEntry, Outcome, Prepared, Store, StoreOptions, StoredMessage};
+use tern_store::{
+    Change, LogEntry, LogFuture, MergeReport, Outcome, Prepared, ReplicatedLog, Store,
+    StoreOptions, StoredMessage,
+};
 
 fn open(dir: &std::path::Path, name: &str) -> Store {
     let mut opts = StoreOptions::new(dir.join(name));
@@ -255,4 +260,177 @@ async fn a_stream_recreated_within_one_transaction_routes_by_its_new_subjects() 
     );
     let stored = last[1].as_ref().expect("billing.eu is stored");
     assert_eq!((stored.stream.as_str(), stored.seq), ("orders", 1));
+}
+
+/// A log of one node that commits at once: every proposal is encoded as the region's log
+/// would carry it, decoded, and applied to the store.
+/// It holds the store it feeds, so that store is never closed: the test's end stops it.
+struct Loopback(std::sync::OnceLock<Store>);
+
+impl ReplicatedLog for Loopback {
+    fn propose(
+        &self,
+        changes: Vec<Change>,
+        _stored: Option<tokio::sync::oneshot::Sender<()>>,
+    ) -> LogFuture {
+        let store = self.0.get().cloned();
+        Box::pin(async move {
+            let store = store.ok_or(tern_store::StoreError::Closed)?;
+            let bytes = LogEntry {
+                time_ms: tern_store::now_ms(),
+                changes,
+            }
+            .encode();
+            let entry = LogEntry::decode(&bytes)?;
+            Ok(store.apply_log(vec![entry], Vec::new()).await?.remove(0))
+        })
+    }
+}
+
+fn remote(origin_seq: u64, id: &str, key_seq: u64) -> StoredMessage {
+    StoredMessage {
+        seq: 0,
+        subject: "orders.us".into(),
+        id: id.into(),
+        key: Some("k1".into()),
+        headers: vec![("h".into(), "v".into())],
+        payload: Bytes::from(format!("us {origin_seq}")),
+        origin: "us".into(),
+        origin_seq,
+        key_seq,
+        hlc: (86_400_000 + origin_seq) << 16,
+    }
+}
+
+/// The same calls to a lone store and to one whose changes go through a log give the same
+/// merge reports, vector, state and messages (but for the clocks of local messages, which
+/// come from each one's commit).
+#[tokio::test]
+async fn a_merge_through_the_log_matches_a_direct_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let lone = open(dir.path(), "lone.redb");
+    let logged = open(dir.path(), "logged.redb");
+    let log = Arc::new(Loopback(std::sync::OnceLock::new()));
+    let _ = log.0.set(logged.clone());
+    logged.attach_log(log);
+
+    let mut outcomes = Vec::new();
+    for s in [&lone, &logged] {
+        s.create_stream(StreamConfig {
+            name: "orders".into(),
+            subjects: vec!["orders.>".into()],
+            ..StreamConfig::default()
+        })
+        .await
+        .unwrap();
+        let appended = s
+            .append(vec![
+                PubMessage {
+                    subject: "orders.eu".into(),
+                    id: Some("a".into()),
+                    key: Some("k1".into()),
+                    ..PubMessage::default()
+                },
+                PubMessage {
+                    subject: "orders.eu".into(),
+                    id: Some("dup".into()),
+                    ..PubMessage::default()
+                },
+            ])
+            .await;
+        assert!(appended.iter().all(Result::is_ok));
+        let state = vec![("mesh/us".to_string(), Some(vec![5]))];
+        let first = s
+            .merge(
+                "orders",
+                vec![remote(1, "u1", 4), remote(3, "dup", 5), remote(5, "u5", 6)],
+                state,
+            )
+            .await
+            .unwrap();
+        let again = s
+            .merge(
+                "orders",
+                vec![remote(5, "u5", 6), remote(6, "u6", 2)],
+                Vec::new(),
+            )
+            .await
+            .unwrap();
+        let refused = s
+            .merge(
+                "orders",
+                vec![StoredMessage {
+                    subject: "billing.us".into(),
+                    ..remote(7, "u7", 1)
+                }],
+                Vec::new(),
+            )
+            .await
+            .map_err(|e| e.to_string());
+        let after = s
+            .append(vec![PubMessage {
+                subject: "orders.eu".into(),
+                id: Some("b".into()),
+                key: Some("k1".into()),
+                ..PubMessage::default()
+            }])
+            .await;
+        assert!(after[0].is_ok());
+        outcomes.push((first, again, refused));
+    }
+    assert_eq!(outcomes[0], outcomes[1]);
+    let (first, again, refused) = &outcomes[0];
+    assert_eq!(
+        (*first, *again),
+        (
+            MergeReport {
+                stored: 2,
+                covered: 0,
+                duplicates: 1
+            },
+            MergeReport {
+                stored: 1,
+                covered: 1,
+                duplicates: 0
+            }
+        )
+    );
+    assert!(refused.is_err());
+    let vector = |s: &Store| s.vector("orders").unwrap();
+    assert_eq!(vector(&lone), vector(&logged));
+    assert_eq!(
+        vector(&lone),
+        vec![("eu".to_string(), 3), ("us".to_string(), 6)]
+    );
+    assert_eq!(logged.get_state("mesh/us").unwrap(), Some(vec![5]));
+    assert_eq!(lone.get_state("mesh/us").unwrap(), Some(vec![5]));
+    // Local clocks differ (wall clock against the entry's); every other field agrees.
+    let unclocked = |s: &Store| {
+        content(s)
+            .into_iter()
+            .map(|mut m| {
+                if m.origin == "eu" {
+                    m.hlc = 0;
+                }
+                m
+            })
+            .collect::<Vec<_>>()
+    };
+    let (a, b) = (unclocked(&lone), unclocked(&logged));
+    assert_eq!(a, b);
+    let stamps: Vec<_> = a
+        .iter()
+        .map(|m| (m.seq, m.origin.as_str(), m.origin_seq, m.key_seq))
+        .collect();
+    assert_eq!(
+        stamps,
+        vec![
+            (1, "eu", 1, 1),
+            (2, "eu", 2, 0),
+            (3, "us", 1, 4),
+            (4, "us", 5, 6),
+            (5, "us", 6, 2),
+            (6, "eu", 3, 7),
+        ]
+    );
 }

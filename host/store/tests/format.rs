@@ -131,6 +131,14 @@ async fn reads_format_version_1() {
         .map(|r| r.as_ref().map(|r| (r.seq, r.duplicate)).unwrap())
         .collect();
     assert_eq!(seqs, vec![(1, true), (3, true), (4, false)]);
+    // Its stream row has no own-origin counter; the counter starts at last_seq (every
+    // message was local then), so the origin sequence goes on without a gap.
+    let new = store.get("orders", 4).unwrap().unwrap();
+    assert_eq!((new.id.as_str(), new.origin_seq), ("order-4", 4));
+    assert_eq!(
+        store.vector("orders").unwrap(),
+        vec![("local".to_string(), 4)]
+    );
     let (g, rows) = store
         .open_group(
             "orders",

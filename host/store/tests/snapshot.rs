@@ -1,12 +1,15 @@
 //! Store snapshots: a store installed from another's snapshot holds the same streams,
-//! messages, dedup index, consumer groups and node state, and keeps working from there; a
-//! damaged snapshot is refused and the store it was meant for is left as it was.
+//! messages, dedup index, version vectors, consumer groups and node state, and keeps working
+//! from there; a snapshot of the version before vectors still installs; a damaged snapshot
+//! is refused and the store it was meant for is left as it was.
 
 use std::io::{Seek, SeekFrom, Write};
 
 use bytes::Bytes;
 use tern_proto::{PubMessage, StartPosition, StreamConfig};
-use tern_store::{GroupUpdate, PendingRow, Store, StoreError, StoreOptions};
+use tern_store::{
+    GroupUpdate, MergeReport, PendingRow, Store, StoreError, StoreOptions, StoredMessage,
+};
 
 fn open(dir: &std::path::Path, name: &str) -> Store {
     Store::open(StoreOptions::new(dir.join(name))).unwrap()
@@ -38,6 +41,7 @@ fn contents(store: &Store) -> Vec<String> {
     let mut out = Vec::new();
     for info in store.list_streams() {
         out.push(format!("{info:?}"));
+        out.push(format!("{:?}", store.vector(&info.config.name).unwrap()));
         for m in store
             .read(&info.config.name, 0, 10_000, usize::MAX)
             .unwrap()
@@ -194,4 +198,85 @@ async fn damaged_snapshot_is_refused_and_changes_nothing() {
     // The store still takes writes.
     let r = b.append(vec![msg("kept.x", "t", "k")]).await;
     assert_eq!(r[0].as_ref().unwrap().seq, 2);
+}
+
+/// Messages region "us" accepted, as a merge takes them.
+fn from_us(seqs: std::ops::RangeInclusive<u64>) -> Vec<StoredMessage> {
+    seqs.map(|s| StoredMessage {
+        subject: "orders.us".into(),
+        id: format!("us-{s}"),
+        key: Some("k0".into()),
+        payload: Bytes::from(format!("us {s}")),
+        origin: "us".into(),
+        origin_seq: s,
+        key_seq: 100 + s,
+        hlc: (1_000 + s) << 16,
+        ..StoredMessage::default()
+    })
+    .collect()
+}
+
+#[tokio::test]
+async fn a_snapshot_carries_the_version_vectors() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = source(dir.path()).await;
+    a.merge("orders", from_us(1..=3), Vec::new()).await.unwrap();
+    let file = snapshot_file(&a, dir.path()).await;
+    let b = open(dir.path(), "b.redb");
+    b.install_snapshot(file).await.unwrap();
+    assert_eq!(contents(&a), contents(&b));
+    let want = vec![("local".to_string(), 300), ("us".to_string(), 3)];
+    assert_eq!(b.vector("orders").unwrap(), want);
+    // Both go on identically: covered messages stay covered, and the own counter and
+    // the key index continue.
+    for s in [&a, &b] {
+        let r = s.merge("orders", from_us(2..=4), Vec::new()).await.unwrap();
+        assert_eq!(
+            r,
+            MergeReport {
+                stored: 1,
+                covered: 2,
+                duplicates: 0
+            }
+        );
+        s.append(vec![msg("orders.eu", "after", "k0")]).await[0]
+            .as_ref()
+            .unwrap();
+    }
+    let tail = |s: &Store| {
+        let m = s.read("orders", 304, 2, usize::MAX).unwrap();
+        let v = s.vector("orders").unwrap();
+        (m[0].clone(), (m[1].origin_seq, m[1].key_seq), v)
+    };
+    assert_eq!(tail(&a), tail(&b));
+    assert_eq!(tail(&b).1, (301, 105));
+}
+
+#[tokio::test]
+async fn a_version_1_snapshot_installs_with_empty_vectors() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = source(dir.path()).await;
+    let mut snap = Vec::new();
+    a.snapshot().await.unwrap().write_to(&mut snap).unwrap();
+    // Version 1 was this layout without the vector table (empty here) and version byte 1.
+    assert_eq!(snap[8], 2);
+    snap[8] = 1;
+    let body = snap.len() - 4;
+    let crc = crc32fast::hash(&snap[..body]);
+    snap[body..].copy_from_slice(&crc.to_le_bytes());
+    let path = dir.path().join("v1");
+    std::fs::write(&path, &snap).unwrap();
+
+    // The target's own vectors are replaced like every other table.
+    let b = open(dir.path(), "b.redb");
+    stream(&b, "orders").await;
+    b.merge("orders", from_us(1..=2), Vec::new()).await.unwrap();
+    b.install_snapshot(std::fs::File::open(&path).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(contents(&a), contents(&b));
+    assert_eq!(
+        b.vector("orders").unwrap(),
+        vec![("local".to_string(), 300)]
+    );
 }

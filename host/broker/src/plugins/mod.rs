@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, RwLock};
 
 use serde::Serialize;
-use tern_plugin::types::{Hop, Region};
+use tern_plugin::types::Hop;
 use tern_plugin::{
     AuditEvent, Budget, ChainRecord, DeployRequest, EngineConfig, Fallback, HookKind, HostServices,
     KvLimits, PluginEngine, PluginError, PluginSummary, Registry, RegistryState, SystemClock,
@@ -128,10 +128,7 @@ impl Plugins {
             local_hop: Hop {
                 source: config.region.clone(),
                 destination: config.region.clone(),
-                regions: vec![Region {
-                    name: config.region.clone(),
-                    tags: config.region_tags.clone(),
-                }],
+                regions: crate::mesh::regions(config),
             },
             admin: Mutex::new(()),
         });

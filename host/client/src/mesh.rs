@@ -1,0 +1,90 @@
+//! Replication streams between regions (the mesh): a node of one region copies a stream from
+//! a node of another. The receiving node drives it: it opens the stream with its resume
+//! point and version vector, takes the deliveries in order, and grants credit as it stores
+//! them. Reconnecting after a failure is the caller's, which knows where it resumes.
+
+use std::io::ErrorKind;
+use std::time::Duration;
+
+use tern_net::{FrameReader, FrameWriter, NetError};
+use tern_proto::limits::FRAME_BYTES_MAX;
+use tern_proto::{Delivery, Frame, MeshSubscribe};
+
+use crate::error::{io_error, ClientError};
+use crate::{unexpected, Client};
+
+/// An open replication stream: deliveries in the sender's order, each with its stamp.
+pub struct Replication {
+    reader: FrameReader,
+    writer: FrameWriter,
+}
+
+impl std::fmt::Debug for Replication {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replication").finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Opens a replication stream (`req.req_id` is set here) and waits, at most the request
+    /// timeout, for the node to accept it.
+    pub async fn replicate(&self, mut req: MeshSubscribe) -> Result<Replication, ClientError> {
+        let live = self.inner.conns.get().await?;
+        req.req_id = self.inner.conns.next_req_id();
+        let limit = Duration::from_millis(self.inner.cfg.request_timeout_ms);
+        tokio::time::timeout(limit, open(&live.conn, req))
+            .await
+            .unwrap_or(Err(ClientError::Timeout))
+    }
+}
+
+async fn open(conn: &quinn::Connection, req: MeshSubscribe) -> Result<Replication, ClientError> {
+    let (send, recv) = conn.open_bi().await.map_err(NetError::from)?;
+    let mut writer = FrameWriter::new(send);
+    let mut reader = FrameReader::new(recv, FRAME_BYTES_MAX);
+    let req_id = req.req_id;
+    writer.send(&Frame::MeshSubscribe(req)).await?;
+    match reader.next().await? {
+        Some(Frame::SubscribeOk { req_id: got, .. }) if got == req_id => {
+            Ok(Replication { reader, writer })
+        }
+        Some(Frame::Error { error, .. }) => Err(ClientError::Server(error)),
+        Some(other) => Err(ClientError::Protocol(unexpected("SubscribeOk", &other))),
+        None => Err(io_error(
+            ErrorKind::UnexpectedEof,
+            "node finished the stream before SubscribeOk",
+        )
+        .into()),
+    }
+}
+
+impl Replication {
+    /// The next delivery; `Ok(None)` when the sender ended the stream.
+    pub async fn next(&mut self) -> Result<Option<Delivery>, ClientError> {
+        match self.reader.next().await? {
+            Some(Frame::Deliver(d)) => Ok(Some(d)),
+            Some(Frame::Error { error, .. }) => Err(ClientError::Server(error)),
+            Some(other) => Err(ClientError::Protocol(unexpected("Deliver", &other))),
+            None => Ok(None),
+        }
+    }
+
+    /// A delivery already received, without waiting; `None` when none is buffered.
+    pub async fn try_next(&mut self) -> Result<Option<Delivery>, ClientError> {
+        tokio::select! {
+            biased;
+            d = self.next() => d,
+            _ = std::future::ready(()) => Ok(None),
+        }
+    }
+
+    /// Lets the sender push `credit` more deliveries.
+    pub async fn grant(&mut self, credit: u32) -> Result<(), ClientError> {
+        Ok(self.writer.send(&Frame::Credit { credit }).await?)
+    }
+
+    /// Ends the stream from this side.
+    pub async fn finish(mut self) {
+        let _ = self.writer.finish().await;
+    }
+}

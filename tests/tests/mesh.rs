@@ -1,0 +1,279 @@
+//! The mesh: two regions of one node each on loopback, linked both ways, copy each other's
+//! stream with the stamps their origins gave (each origin's sequence stays gap-free, local
+//! sequences count everything), never store a message twice (not after a restart, not when
+//! it comes back around, not when a producer retries it in the other region), and enforce
+//! residency on both sides of every hop: the sender does not send what the receiver's region
+//! may not hold, and the receiver does not store what its own policy denies.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tern_broker::{Config, LinkConfig};
+use tern_client::{
+    AckLevel, Client, Delivery, Deploy, PubMessage, StartPosition, StreamConfig, SubscribeOptions,
+};
+use tern_plugin_guests as guests;
+use tern_tests::{eventually, free_loopback_addr, next_deliveries, TestNode};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Compiled components shared by every node of this test binary.
+fn shared_cache(c: &mut Config) {
+    c.plugins.cache_dir = Some(Path::new(env!("CARGO_TARGET_TMPDIR")).join("node-plugin-cache"));
+}
+
+/// Where one region's node lives: its data directory and client address, known before it
+/// starts so that the other region's link can name them.
+struct Site {
+    region: &'static str,
+    tag: &'static str,
+    dir: PathBuf,
+    addr: std::net::SocketAddr,
+}
+
+impl Site {
+    fn new(root: &Path, region: &'static str, tag: &'static str) -> Site {
+        Site {
+            region,
+            tag,
+            dir: root.join(region),
+            addr: free_loopback_addr(),
+        }
+    }
+
+    /// A link from this site, copying `streams`.
+    fn link(&self, streams: &[&str]) -> LinkConfig {
+        LinkConfig {
+            region: self.region.into(),
+            tags: vec![self.tag.into()],
+            nodes: vec![self.addr.to_string()],
+            ca: Some(self.dir.join("ca.pem")),
+            streams: streams.iter().map(|s| (*s).into()).collect(),
+        }
+    }
+
+    async fn start(&self, links: Vec<LinkConfig>) -> TestNode {
+        let (region, tag, addr) = (self.region, self.tag, self.addr);
+        TestNode::start_in(self.dir.clone(), move |c| {
+            shared_cache(c);
+            c.listen = addr;
+            c.region = region.into();
+            c.region_tags = vec![tag.into()];
+            c.mesh.links = links;
+            c.mesh.backoff_initial_ms = 20;
+            c.mesh.backoff_max_ms = 200;
+        })
+        .await
+    }
+}
+
+async fn create(client: &Client, streams: &[&str]) {
+    for name in streams {
+        client
+            .create_stream(StreamConfig {
+                name: (*name).into(),
+                subjects: vec![format!("{name}.>")],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+}
+
+fn msg(subject: &str, id: &str, key: &str, headers: &[(&str, &str)]) -> PubMessage {
+    PubMessage {
+        subject: subject.into(),
+        id: Some(id.into()),
+        key: Some(key.into()),
+        headers: headers
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect(),
+        payload: Bytes::from(format!("payload of {id}")),
+    }
+}
+
+async fn publish(client: &Client, m: PubMessage) -> tern_client::Receipt {
+    client.publish(m, AckLevel::Local).await.unwrap()
+}
+
+/// Waits until `stream` on `node` holds `n` messages, then reads them all.
+async fn holds(node: &TestNode, stream: &str, n: u64) -> Vec<Delivery> {
+    let client = node.client().await;
+    let got = eventually(200, Duration::from_millis(50), || async {
+        let msgs = client.stream_info(stream).await.ok()?.state.msgs;
+        (msgs >= n).then_some(msgs)
+    })
+    .await;
+    assert_eq!(
+        got,
+        Some(n),
+        "{stream} on {}: expected {n} messages",
+        node.config.region
+    );
+    let mut sub = client
+        .subscribe(SubscribeOptions::new(format!("{stream}.>")).start(StartPosition::Start))
+        .await
+        .unwrap();
+    let all = next_deliveries(&mut sub, n as usize, WAIT).await;
+    sub.close().await;
+    client.close().await;
+    all
+}
+
+/// Each delivery by id: (origin, origin_seq, key_seq, local_seq).
+fn stamps(all: &[Delivery]) -> BTreeMap<String, (String, u64, u64, u64)> {
+    let by_id: BTreeMap<_, _> = all
+        .iter()
+        .map(|d| {
+            let s = &d.stamp;
+            (
+                d.id.clone(),
+                (s.origin.clone(), s.origin_seq, s.key_seq, s.local_seq),
+            )
+        })
+        .collect();
+    assert_eq!(by_id.len(), all.len(), "an id stored twice: {all:?}");
+    by_id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_regions_copy_each_others_streams_with_their_stamps() {
+    let root = tempfile::tempdir().unwrap();
+    let eu_site = Site::new(root.path(), "eu-west", "eu");
+    let us_site = Site::new(root.path(), "us-east", "us");
+    let eu = eu_site.start(vec![us_site.link(&["orders"])]).await;
+    let mut us = us_site.start(vec![eu_site.link(&["orders"])]).await;
+    let (ec, uc) = (eu.client().await, us.client().await);
+    create(&ec, &["orders"]).await;
+    create(&uc, &["orders"]).await;
+
+    for i in 1..=3 {
+        publish(&ec, msg("orders.created", &format!("e-{i}"), "c-1", &[])).await;
+    }
+    for i in 1..=2 {
+        publish(&uc, msg("orders.created", &format!("u-{i}"), "c-2", &[])).await;
+    }
+
+    for node in [&eu, &us] {
+        let all = stamps(&holds(node, "orders", 5).await);
+        for i in 1..=3u64 {
+            let (origin, origin_seq, key_seq, _) = &all[&format!("e-{i}")];
+            assert_eq!((origin.as_str(), *origin_seq, *key_seq), ("eu-west", i, i));
+        }
+        for i in 1..=2u64 {
+            let (origin, origin_seq, key_seq, _) = &all[&format!("u-{i}")];
+            assert_eq!((origin.as_str(), *origin_seq, *key_seq), ("us-east", i, i));
+        }
+        let mut local: Vec<u64> = all.values().map(|s| s.3).collect();
+        local.sort();
+        assert_eq!(local, vec![1, 2, 3, 4, 5], "{}", node.config.region);
+    }
+    assert_eq!(
+        us.node().store().vector("orders").unwrap(),
+        vec![("eu-west".to_string(), 3), ("us-east".to_string(), 2)]
+    );
+
+    // A producer that retries in the other region is deduplicated there.
+    let again = publish(&uc, msg("orders.created", "e-2", "c-1", &[])).await;
+    assert!(again.duplicate, "{again:?}");
+
+    // The next message of key c-1 in us-east follows the versions it copied.
+    let next = publish(&uc, msg("orders.created", "u-3", "c-1", &[])).await;
+    let all = stamps(&holds(&us, "orders", 6).await);
+    assert_eq!(all["u-3"].0, "us-east");
+    assert_eq!((all["u-3"].1, all["u-3"].2, all["u-3"].3), (3, 4, next.seq));
+
+    // After a restart the link resumes where it stopped: no message twice, none skipped.
+    uc.close().await;
+    us.restart().await;
+    for i in 4..=5 {
+        publish(&ec, msg("orders.created", &format!("e-{i}"), "c-1", &[])).await;
+    }
+    let all = stamps(&holds(&us, "orders", 8).await);
+    assert_eq!(all["e-5"].1, 5);
+    let all = stamps(&holds(&eu, "orders", 8).await);
+    assert_eq!(all["u-3"].0, "us-east");
+    let stats = eu.node().mesh_stats();
+    assert_eq!(stats.denied_sending.load(Ordering::Relaxed), 0);
+    ec.close().await;
+    eu.stop().await;
+    us.stop().await;
+}
+
+fn residency_plugin(stream: &str) -> Deploy {
+    Deploy {
+        name: format!("eu-stays-in-eu-{stream}"),
+        by: "ops@test".into(),
+        params: vec![("rule.1".into(), "header:residency=eu -> tag:eu".into())],
+        stream: Some(stream.into()),
+        component: guests::bytes(guests::RESIDENCY_POLICY).into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn residency_is_enforced_on_both_sides_of_a_hop() {
+    let root = tempfile::tempdir().unwrap();
+    let eu_site = Site::new(root.path(), "eu-west", "eu");
+    let us_site = Site::new(root.path(), "us-east", "us");
+    let eu = eu_site.start(vec![us_site.link(&[])]).await;
+    let us = us_site
+        .start(vec![eu_site.link(&["orders", "payments"])])
+        .await;
+    let (ec, uc) = (eu.client().await, us.client().await);
+    create(&ec, &["orders", "payments"]).await;
+    create(&uc, &["orders", "payments"]).await;
+    // The sending side's policy covers orders; the receiving side's covers payments.
+    ec.deploy_plugin(residency_plugin("orders")).await.unwrap();
+    uc.deploy_plugin(residency_plugin("payments"))
+        .await
+        .unwrap();
+
+    for stream in ["orders", "payments"] {
+        let subject = format!("{stream}.created");
+        publish(&ec, msg(&subject, "eu-only", "k", &[("residency", "eu")])).await;
+        publish(
+            &ec,
+            msg(&subject, "anywhere-1", "k", &[("residency", "any")]),
+        )
+        .await;
+        publish(&ec, msg(&subject, "anywhere-2", "k", &[])).await;
+    }
+
+    for stream in ["orders", "payments"] {
+        let all = stamps(&holds(&us, stream, 2).await);
+        assert!(!all.contains_key("eu-only"), "{stream}: {all:?}");
+        assert_eq!(
+            all["anywhere-2"].1, 3,
+            "{stream}: the origin's own sequence"
+        );
+        // Both stay in the region that accepted them.
+        assert_eq!(holds(&eu, stream, 3).await.len(), 3);
+    }
+    let sent = eu.node().mesh_stats();
+    let received = us.node().mesh_stats();
+    assert_eq!(
+        sent.denied_sending.load(Ordering::Relaxed),
+        1,
+        "orders, at eu-west"
+    );
+    assert_eq!(
+        received.denied_receiving.load(Ordering::Relaxed),
+        1,
+        "payments, at us-east"
+    );
+    assert_eq!(received.stored.load(Ordering::Relaxed), 4);
+
+    // The link goes on past a denial.
+    publish(&ec, msg("payments.created", "anywhere-3", "k", &[])).await;
+    let all = stamps(&holds(&us, "payments", 3).await);
+    assert_eq!(all["anywhere-3"].1, 4);
+    ec.close().await;
+    uc.close().await;
+    eu.stop().await;
+    us.stop().await;
+}
