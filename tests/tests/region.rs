@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
+use tern_broker::LinkConfig;
 use tern_client::{
     AckLevel, Client, ClientConfig, ClientError, ErrorCode, PubMessage, StartPosition,
     StreamConfig, SubscribeOptions,
@@ -599,5 +600,96 @@ async fn ack_level_leader_is_answered_before_a_majority_has_the_message() {
     .await;
     assert!(refused.is_some(), "the leader kept taking writes alone");
     client.close().await;
+    region.stop().await;
+}
+
+/// A link with `region` that copies `orders` from it when its address and CA are given.
+fn link_from(region: &str, addr: Option<String>, ca: Option<std::path::PathBuf>) -> LinkConfig {
+    LinkConfig {
+        region: region.into(),
+        tags: Vec::new(),
+        nodes: addr.into_iter().collect(),
+        streams: if ca.is_some() {
+            vec!["orders".into()]
+        } else {
+            Vec::new()
+        },
+        ca,
+    }
+}
+
+/// Every member's copy of `orders` once it holds `n` messages: (local seq, id, origin,
+/// origin_seq).
+async fn copies_on(node: &TestNode, n: usize) -> Vec<(u64, String, String, u64)> {
+    let read = |node: &TestNode| {
+        node.node()
+            .store()
+            .read("orders", 1, 10_000, usize::MAX)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| (m.seq, m.id, m.origin, m.origin_seq))
+            .collect::<Vec<_>>()
+    };
+    eventually(200, Duration::from_millis(50), || async {
+        let v = read(node);
+        (v.len() == n).then_some(v)
+    })
+    .await
+    .unwrap_or_else(|| read(node))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_region_copies_another_regions_stream_through_its_log() {
+    let ap = TestNode::start_with(|c| {
+        c.region = "ap".into();
+        c.mesh.links = vec![link_from("eu", None, None)];
+    })
+    .await;
+    let (addr, ca) = (ap.addr(), ap.ca());
+    let mut region = Region::start_with(move |c| {
+        c.mesh.links = vec![link_from("ap", Some(addr.clone()), Some(ca.clone()))];
+        c.mesh.backoff_initial_ms = 20;
+        c.mesh.backoff_max_ms = 200;
+    })
+    .await;
+    let leader = region.leader().await;
+    let client = region.client(&[leader]).await;
+    create_stream(&client).await;
+    client.close().await;
+    let ap_client = ap.client().await;
+    create_stream(&ap_client).await;
+    publish_orders(&ap_client, 30).await;
+
+    let want = |n: usize| -> Vec<(u64, String, String, u64)> {
+        (0..n)
+            .map(|i| {
+                (
+                    i as u64 + 1,
+                    format!("order-{i}"),
+                    "ap".into(),
+                    i as u64 + 1,
+                )
+            })
+            .collect()
+    };
+    for i in 0..3 {
+        assert_eq!(copies_on(region.node(i), 30).await, want(30), "member {i}");
+    }
+
+    // The next leader goes on from the resume point the region replicated.
+    move_leadership_away_from(&mut region, leader).await;
+    let batch: Vec<PubMessage> = (30..60).map(msg).collect();
+    for r in ap_client
+        .publish_batch(batch, AckLevel::Local)
+        .await
+        .unwrap()
+    {
+        r.unwrap();
+    }
+    for i in 0..3 {
+        assert_eq!(copies_on(region.node(i), 60).await, want(60), "member {i}");
+    }
+    ap_client.close().await;
+    ap.stop().await;
     region.stop().await;
 }

@@ -531,6 +531,20 @@ mod tests {
     }
 
     #[test]
+    fn mesh_examples_link_each_other() {
+        let eu = include_str!("../../../examples/mesh/eu-west.toml");
+        let us = include_str!("../../../examples/mesh/us-east.toml");
+        let eu = Config::parse(eu, Path::new("eu-west.toml")).unwrap();
+        let us = Config::parse(us, Path::new("us-east.toml")).unwrap();
+        assert_eq!(eu.mesh.links[0].region, us.region);
+        assert_eq!(us.mesh.links[0].region, eu.region);
+        assert_eq!(eu.mesh.links[0].nodes, vec![us.listen.to_string()]);
+        assert_eq!(us.mesh.links[0].nodes, vec![eu.listen.to_string()]);
+        assert_eq!(eu.mesh.links[0].tags, us.region_tags);
+        assert_eq!(us.mesh.links[0].tags, eu.region_tags);
+    }
+
+    #[test]
     fn out_of_range_values_are_errors() {
         let e = Config::parse("[limits]\nmessage_bytes_max = 20000000\n", Path::new("x"));
         assert!(matches!(e, Err(ConfigError::Invalid(_))), "{e:?}");

@@ -28,8 +28,8 @@ enum LinkError {
     Peer(#[from] ClientError),
     #[error("storage: {0}")]
     Store(#[from] StoreError),
-    #[error("stored resume point is damaged")]
-    Cursor,
+    #[error("the sender went back to local_seq {got}, not after {after}")]
+    OutOfOrder { got: u64, after: u64 },
 }
 
 /// The node-state key of where a link stopped in the other region's copy of a stream.
@@ -140,7 +140,7 @@ async fn pump(ctx: &Arc<Ctx>, link: &LinkConfig, stream: &str) -> Result<bool, L
             let n = batch.len();
             let last = batch.last().map_or(after, |d| d.stamp.local_seq);
             if last <= after {
-                return Err(LinkError::Cursor);
+                return Err(LinkError::OutOfOrder { got: last, after });
             }
             let mut denied = 0;
             let msgs: Vec<StoredMessage> = batch
