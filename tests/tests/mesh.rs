@@ -3,7 +3,8 @@
 //! sequences count everything), never store a message twice (not after a restart, not when
 //! it comes back around, not when a producer retries it in the other region), and enforce
 //! residency on both sides of every hop: the sender does not send what the receiver's region
-//! may not hold, and the receiver does not store what its own policy denies.
+//! may not hold, and the receiver does not store what its own policy denies. A node serves
+//! copies only to the regions it is linked with.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,7 +14,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use tern_broker::{Config, LinkConfig};
 use tern_client::{
-    AckLevel, Client, Delivery, Deploy, PubMessage, StartPosition, StreamConfig, SubscribeOptions,
+    AckLevel, Client, ClientError, Delivery, Deploy, ErrorCode, MeshSubscribe, PubMessage,
+    StartPosition, StreamConfig, SubscribeOptions,
 };
 use tern_plugin_guests as guests;
 use tern_tests::{eventually, free_loopback_addr, next_deliveries, TestNode};
@@ -276,4 +278,42 @@ async fn residency_is_enforced_on_both_sides_of_a_hop() {
     uc.close().await;
     eu.stop().await;
     us.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_serves_copies_only_to_linked_regions_and_existing_streams() {
+    let root = tempfile::tempdir().unwrap();
+    let eu_site = Site::new(root.path(), "eu-west", "eu");
+    let us_site = Site::new(root.path(), "us-east", "us");
+    let eu = eu_site.start(vec![us_site.link(&[])]).await;
+    let client = eu.client().await;
+    create(&client, &["orders"]).await;
+    let ask = |region: &str, stream: &str| MeshSubscribe {
+        stream: stream.into(),
+        region: region.into(),
+        credit: 16,
+        ..Default::default()
+    };
+    for (region, stream, code) in [
+        ("ap-south", "orders", ErrorCode::BadRequest),
+        ("eu-west", "orders", ErrorCode::BadRequest),
+        ("us-east", "payments", ErrorCode::StreamNotFound),
+    ] {
+        match client.replicate(ask(region, stream)).await {
+            Err(ClientError::Server(e)) => assert_eq!(e.code, code, "{region}/{stream}: {e:?}"),
+            other => panic!("{region}/{stream}: expected a refusal, got {other:?}"),
+        }
+    }
+    // A linked region gets the stream, with its stamps.
+    publish(&client, msg("orders.created", "o-1", "k", &[])).await;
+    let mut rep = client.replicate(ask("us-east", "orders")).await.unwrap();
+    let d = tokio::time::timeout(WAIT, rep.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!((d.id.as_str(), d.stamp.origin.as_str()), ("o-1", "eu-west"));
+    rep.finish().await;
+    client.close().await;
+    eu.stop().await;
 }
