@@ -15,7 +15,7 @@ use bytes::Bytes;
 use tern_broker::{Config, LinkConfig};
 use tern_client::{
     AckLevel, Client, ClientError, Delivery, Deploy, ErrorCode, MeshSubscribe, PubMessage,
-    StartPosition, StreamConfig, SubscribeOptions,
+    Replicated, StartPosition, StreamConfig, SubscribeOptions,
 };
 use tern_plugin_guests as guests;
 use tern_tests::{eventually, free_loopback_addr, next_deliveries, TestNode};
@@ -179,6 +179,23 @@ async fn two_regions_copy_each_others_streams_with_their_stamps() {
         vec![("eu-west".to_string(), 3), ("us-east".to_string(), 2)]
     );
 
+    // The link's status: up, past eu-west's five messages (its own three and the two it
+    // copied from us-east, which it passed over), nothing left behind.
+    let link = eventually(100, Duration::from_millis(100), || async {
+        let json = uc.mesh_status().await.ok()?;
+        let status: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let link = status["links"][0].clone();
+        (link["lag"] == 0 && link["after"] == 5).then_some(link)
+    })
+    .await;
+    let Some(link) = link else {
+        panic!("the link reports lag: {:?}", uc.mesh_status().await);
+    };
+    assert_eq!(link["region"], "eu-west");
+    assert_eq!(link["stream"], "orders");
+    assert_eq!(link["state"], "up");
+    assert_eq!(link["stored"], 3);
+
     // A producer that retries in the other region is deduplicated there.
     let again = publish(&uc, msg("orders.created", "e-2", "c-1", &[])).await;
     assert!(again.duplicate, "{again:?}");
@@ -312,6 +329,9 @@ async fn a_node_serves_copies_only_to_linked_regions_and_existing_streams() {
         .unwrap()
         .unwrap()
         .unwrap();
+    let Replicated::Message(d) = d else {
+        panic!("expected a message, got {d:?}");
+    };
     assert_eq!((d.id.as_str(), d.stamp.origin.as_str()), ("o-1", "eu-west"));
     rep.finish().await;
     client.close().await;

@@ -57,6 +57,10 @@ pub(crate) async fn handle(frame: Frame, ctx: &Ctx) -> Frame {
             req_id,
             json: ctx.plugins.list_json(),
         },
+        Frame::MeshStatus { req_id } => Frame::MeshStatusResp {
+            req_id,
+            json: ctx.mesh.status_json(&ctx.config.region),
+        },
         f @ (Frame::RegionStatus { .. }
         | Frame::RegionAddNode { .. }
         | Frame::RegionRemoveNode { .. }) => crate::region::handle(f, ctx).await,

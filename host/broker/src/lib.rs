@@ -12,7 +12,7 @@ mod server;
 mod session;
 
 pub use config::{Config, ConfigError, LinkConfig, MeshConfig};
-pub use mesh::MeshStats;
+pub use mesh::{LinkStatus, MeshStats};
 pub use server::{Node, NodeError};
 pub use tern_store::FaultSwitch;
 

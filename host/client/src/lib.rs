@@ -47,7 +47,7 @@ use tokio::sync::Semaphore;
 
 pub use config::{ClientConfig, SubscribeOptions};
 pub use error::ClientError;
-pub use mesh::Replication;
+pub use mesh::{Replicated, Replication};
 pub use plugins::Deploy;
 pub use publish::PendingAck;
 pub use subscribe::Subscription;

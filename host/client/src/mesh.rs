@@ -13,6 +13,25 @@ use tern_proto::{Delivery, Frame, MeshSubscribe};
 use crate::error::{io_error, ClientError};
 use crate::{unexpected, Client};
 
+/// What a replication stream brings, in the sender's order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Replicated {
+    /// A message, with the stamp its origin gave it and the sender's `local_seq`.
+    Message(Box<Delivery>),
+    /// Everything up to this `local_seq` of the sender was delivered or passed over.
+    Passed(u64),
+}
+
+impl Replicated {
+    /// The sender's `local_seq` this item takes the stream to.
+    pub fn local_seq(&self) -> u64 {
+        match self {
+            Replicated::Message(d) => d.stamp.local_seq,
+            Replicated::Passed(seq) => *seq,
+        }
+    }
+}
+
 /// An open replication stream: deliveries in the sender's order, each with its stamp.
 pub struct Replication {
     reader: FrameReader,
@@ -26,6 +45,16 @@ impl std::fmt::Debug for Replication {
 }
 
 impl Client {
+    /// How the connected node's mesh links stand: the JSON document of docs/protocol.md
+    /// (counters, and per link and stream its state, resume point, lag and last error).
+    pub async fn mesh_status(&self) -> Result<String, ClientError> {
+        let (res, _) = self.inner.call(|req_id| Frame::MeshStatus { req_id }).await;
+        match res? {
+            Frame::MeshStatusResp { json, .. } => Ok(json),
+            other => Err(ClientError::Protocol(unexpected("MeshStatusResp", &other))),
+        }
+    }
+
     /// Opens a replication stream (`req.req_id` is set here) and waits, at most the request
     /// timeout, for the node to accept it.
     pub async fn replicate(&self, mut req: MeshSubscribe) -> Result<Replication, ClientError> {
@@ -59,18 +88,19 @@ async fn open(conn: &quinn::Connection, req: MeshSubscribe) -> Result<Replicatio
 }
 
 impl Replication {
-    /// The next delivery; `Ok(None)` when the sender ended the stream.
-    pub async fn next(&mut self) -> Result<Option<Delivery>, ClientError> {
+    /// The next item; `Ok(None)` when the sender ended the stream.
+    pub async fn next(&mut self) -> Result<Option<Replicated>, ClientError> {
         match self.reader.next().await? {
-            Some(Frame::Deliver(d)) => Ok(Some(d)),
+            Some(Frame::Deliver(d)) => Ok(Some(Replicated::Message(Box::new(d)))),
+            Some(Frame::MeshPassed { local_seq }) => Ok(Some(Replicated::Passed(local_seq))),
             Some(Frame::Error { error, .. }) => Err(ClientError::Server(error)),
             Some(other) => Err(ClientError::Protocol(unexpected("Deliver", &other))),
             None => Ok(None),
         }
     }
 
-    /// A delivery already received, without waiting; `None` when none is buffered.
-    pub async fn try_next(&mut self) -> Result<Option<Delivery>, ClientError> {
+    /// An item already received, without waiting; `None` when none is buffered.
+    pub async fn try_next(&mut self) -> Result<Option<Replicated>, ClientError> {
         tokio::select! {
             biased;
             d = self.next() => d,

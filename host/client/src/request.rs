@@ -269,6 +269,7 @@ pub(crate) fn response_req_id(frame: &Frame) -> Option<u64> {
         | Frame::PluginOk { req_id, .. }
         | Frame::PluginListResp { req_id, .. }
         | Frame::RegionStatusResp { req_id, .. }
+        | Frame::MeshStatusResp { req_id, .. }
         | Frame::RegionOk { req_id } => Some(*req_id),
         _ => None,
     }

@@ -436,6 +436,21 @@ pub enum Frame {
     RegionOk {
         req_id: u64,
     },
+    /// On a replication stream, from the sender: every message up to this `local_seq` has
+    /// been delivered or passed over (covered by the receiver's vector, or kept from its
+    /// region by residency), so the receiver may resume after it.
+    MeshPassed {
+        local_seq: u64,
+    },
+    /// Asks the node how its mesh links stand.
+    MeshStatus {
+        req_id: u64,
+    },
+    /// Answer to `MeshStatus`: a JSON document (schema in docs/protocol.md).
+    MeshStatusResp {
+        req_id: u64,
+        json: String,
+    },
 }
 
 /// Frame kind bytes. Part of the wire format: never renumber.
@@ -474,6 +489,9 @@ pub mod kind {
     pub const REGION_REMOVE_NODE: u8 = 0x53;
     pub const REGION_OK: u8 = 0x54;
     pub const MESH_SUBSCRIBE: u8 = 0x60;
+    pub const MESH_STATUS: u8 = 0x61;
+    pub const MESH_STATUS_RESP: u8 = 0x62;
+    pub const MESH_PASSED: u8 = 0x63;
 }
 
 /// Bytes of the length prefix in front of every frame.
@@ -517,6 +535,9 @@ impl Frame {
             Frame::RegionAddNode { .. } => REGION_ADD_NODE,
             Frame::RegionRemoveNode { .. } => REGION_REMOVE_NODE,
             Frame::RegionOk { .. } => REGION_OK,
+            Frame::MeshPassed { .. } => MESH_PASSED,
+            Frame::MeshStatus { .. } => MESH_STATUS,
+            Frame::MeshStatusResp { .. } => MESH_STATUS_RESP,
         }
     }
 
@@ -555,7 +576,9 @@ impl Frame {
             | Frame::StreamList { req_id }
             | Frame::PluginList { req_id }
             | Frame::RegionStatus { req_id }
+            | Frame::MeshStatus { req_id }
             | Frame::RegionOk { req_id } => out.put_u64(*req_id),
+            Frame::MeshPassed { local_seq } => out.put_u64(*local_seq),
             Frame::Publish { req_id, ack, msg } => {
                 out.put_u64(*req_id);
                 out.put_u8(*ack as u8);
@@ -697,7 +720,9 @@ impl Frame {
                 put_str(out, name);
                 out.put_u32(*version);
             }
-            Frame::PluginListResp { req_id, json } | Frame::RegionStatusResp { req_id, json } => {
+            Frame::PluginListResp { req_id, json }
+            | Frame::RegionStatusResp { req_id, json }
+            | Frame::MeshStatusResp { req_id, json } => {
                 out.put_u64(*req_id);
                 put_bytes(out, json.as_bytes());
             }
@@ -979,6 +1004,16 @@ impl Frame {
                 req_id: r.u64("req_id")?,
             },
             REGION_STATUS_RESP => Frame::RegionStatusResp {
+                req_id: r.u64("req_id")?,
+                json: read_json(&mut r)?,
+            },
+            MESH_PASSED => Frame::MeshPassed {
+                local_seq: r.u64("local_seq")?,
+            },
+            MESH_STATUS => Frame::MeshStatus {
+                req_id: r.u64("req_id")?,
+            },
+            MESH_STATUS_RESP => Frame::MeshStatusResp {
                 req_id: r.u64("req_id")?,
                 json: read_json(&mut r)?,
             },

@@ -792,6 +792,35 @@ fn region_status_resp() {
 }
 
 #[test]
+fn mesh_passed() {
+    check(
+        Frame::MeshPassed { local_seq: 5 },
+        concat!("00000009", "63", "0000000000000005"),
+    );
+}
+
+#[test]
+fn mesh_status() {
+    check(
+        Frame::MeshStatus { req_id: 8 },
+        concat!("00000009", "61", "0000000000000008"),
+    );
+    check(
+        Frame::MeshStatusResp {
+            req_id: 9,
+            json: "{}".into(),
+        },
+        concat!(
+            "0000000f",         // length 15
+            "62",               // kind MeshStatusResp
+            "0000000000000009", // req_id
+            "00000002",
+            "7b7d", // json (bytes32)
+        ),
+    );
+}
+
+#[test]
 fn region_add_node() {
     check(
         Frame::RegionAddNode {

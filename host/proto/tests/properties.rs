@@ -248,6 +248,9 @@ fn frame() -> impl Strategy<Value = Frame> {
             .prop_map(|(req_id, streams)| Frame::StreamListResp { req_id, streams }),
         subscribe().prop_map(Frame::Subscribe),
         mesh_subscribe().prop_map(Frame::MeshSubscribe),
+        any::<u64>().prop_map(|req_id| Frame::MeshStatus { req_id }),
+        any::<u64>().prop_map(|local_seq| Frame::MeshPassed { local_seq }),
+        (any::<u64>(), text()).prop_map(|(req_id, json)| Frame::MeshStatusResp { req_id, json }),
         (req(), text()).prop_map(|(req_id, stream)| Frame::SubscribeOk { req_id, stream }),
         delivery().prop_map(Frame::Deliver),
         any::<u32>().prop_map(|credit| Frame::Credit { credit }),
@@ -548,6 +551,9 @@ fn all_kinds() -> Vec<u8> {
         REGION_REMOVE_NODE,
         REGION_OK,
         MESH_SUBSCRIBE,
+        MESH_STATUS,
+        MESH_STATUS_RESP,
+        MESH_PASSED,
     ]
 }
 

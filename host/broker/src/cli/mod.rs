@@ -2,6 +2,7 @@
 
 mod bench;
 mod common;
+mod mesh;
 mod plugin;
 mod publish;
 mod region;
@@ -39,6 +40,9 @@ pub enum Command {
     /// Show a region's members and leader; add or remove a node.
     #[command(subcommand)]
     Region(region::RegionCmd),
+    /// Show how this node's links to other regions stand.
+    #[command(subcommand)]
+    Mesh(mesh::MeshCmd),
     /// Measure publish and consume throughput and latency.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -62,6 +66,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sub(a) => subscribe::run(a).await,
         Command::Plugin(c) => plugin::run(c).await,
         Command::Region(c) => region::run(c).await,
+        Command::Mesh(c) => mesh::run(c).await,
         Command::Bench(c) => bench::run(c).await,
     }
 }

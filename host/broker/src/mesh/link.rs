@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tern_client::{Client, ClientConfig, ClientError, MeshSubscribe};
+use tern_client::{Client, ClientConfig, ClientError, Delivery, MeshSubscribe, Replicated};
 use tern_store::{StoreError, StoredMessage};
 
 use super::{residency_allows, Crossing, MeshStats, Side};
@@ -20,6 +20,8 @@ use crate::server::Ctx;
 
 /// How often a node that does not lead its region checks whether it does now.
 const FOLLOWER_POLL_MS: u64 = 500;
+/// How often a link asks the other region how far its copy of the stream goes, for lag.
+const SOURCE_TIP_MS: u64 = 1_000;
 
 /// Why a link's stream ended.
 #[derive(Debug, thiserror::Error)]
@@ -60,19 +62,30 @@ pub(crate) fn start(ctx: &Arc<Ctx>) {
 async fn run(ctx: Arc<Ctx>, link: Arc<LinkConfig>, stream: String) {
     let mesh = &ctx.config.mesh;
     let mut attempt = 0u32;
+    let status = |change: &dyn Fn(&mut super::LinkStatus)| {
+        ctx.mesh.link(&link.region, &stream, |s| change(s));
+    };
     while !ctx.shutdown.is_cancelled() {
         let wait_ms = if ctx.leading_term().is_err() {
             attempt = 0;
+            status(&|s| s.state = "standby");
             FOLLOWER_POLL_MS
         } else {
+            status(&|s| s.state = "connecting");
             match pump(&ctx, &link, &stream).await {
                 Ok(progress) => {
+                    status(&|s| s.state = "down");
                     if progress {
                         attempt = 0;
                     }
                 }
                 Err(e) => {
                     tracing::warn!(region = %link.region, %stream, error = %e, attempt, "mesh link down");
+                    let error = e.to_string();
+                    status(&|s| {
+                        s.state = "down";
+                        s.last_error = Some(error.clone());
+                    });
                 }
             }
             let cap = mesh.backoff_max_ms.min(
@@ -110,9 +123,20 @@ async fn pump(ctx: &Arc<Ctx>, link: &LinkConfig, stream: &str) -> Result<bool, L
             })
             .await?;
         tracing::info!(region = %link.region, %stream, after, "mesh link up");
+        ctx.mesh.link(&link.region, stream, |s| {
+            s.state = "up";
+            s.after = after;
+        });
         let hop = super::hop(&ctx.config, &link.region, &ctx.config.region);
         let mut progress = false;
+        let mut tip_asked: Option<std::time::Instant> = None;
         loop {
+            if tip_asked.is_none_or(|t| t.elapsed() >= Duration::from_millis(SOURCE_TIP_MS)) {
+                tip_asked = Some(std::time::Instant::now());
+                let last = client.stream_info(stream).await?.state.last_seq;
+                ctx.mesh
+                    .link(&link.region, stream, |s| s.source_last_seq = Some(last));
+            }
             let first = tokio::select! {
                 _ = ctx.shutdown.cancelled() => break,
                 _ = tokio::time::sleep(Duration::from_millis(FOLLOWER_POLL_MS)) => {
@@ -121,27 +145,46 @@ async fn pump(ctx: &Arc<Ctx>, link: &LinkConfig, stream: &str) -> Result<bool, L
                     }
                     continue;
                 }
-                d = rep.next() => match d? {
-                    Some(d) => d,
+                item = rep.next() => match item? {
+                    Some(item) => item,
                     None => break,
                 },
             };
-            let mut batch = vec![first];
-            while batch.len() < mesh.batch_msgs_max as usize {
+            let mut items = vec![first];
+            while items.len() < mesh.batch_msgs_max as usize {
                 match rep.try_next().await? {
-                    Some(d) => batch.push(d),
+                    Some(item) => items.push(item),
                     None => break,
                 }
             }
+            // Messages come in the sender's order; a `Passed` may only repeat the last one.
+            let mut last = after;
+            for item in &items {
+                let seq = item.local_seq();
+                let in_order = match item {
+                    Replicated::Message(_) => seq > last,
+                    Replicated::Passed(_) => seq >= last,
+                };
+                if !in_order {
+                    return Err(LinkError::OutOfOrder {
+                        got: seq,
+                        after: last,
+                    });
+                }
+                last = seq;
+            }
+            let batch: Vec<Delivery> = items
+                .into_iter()
+                .filter_map(|item| match item {
+                    Replicated::Message(d) => Some(*d),
+                    Replicated::Passed(_) => None,
+                })
+                .collect();
             let crossing: Vec<Crossing<'_>> = batch.iter().map(Crossing::of_delivery).collect();
             let allowed =
                 residency_allows(&ctx.plugins, stream, &hop, Side::Receive, &crossing).await;
             drop(crossing);
             let n = batch.len();
-            let last = batch.last().map_or(after, |d| d.stamp.local_seq);
-            if last <= after {
-                return Err(LinkError::OutOfOrder { got: last, after });
-            }
             let mut denied = 0;
             let msgs: Vec<StoredMessage> = batch
                 .into_iter()
@@ -172,10 +215,22 @@ async fn pump(ctx: &Arc<Ctx>, link: &LinkConfig, stream: &str) -> Result<bool, L
             let report = ctx.store.merge(stream, msgs, state).await?;
             after = last;
             progress = true;
+            let skipped = report.covered + report.duplicates;
             MeshStats::add(&ctx.mesh.denied_receiving, denied);
             MeshStats::add(&ctx.mesh.stored, report.stored);
-            MeshStats::add(&ctx.mesh.skipped, report.covered + report.duplicates);
-            rep.grant(n as u32).await?;
+            MeshStats::add(&ctx.mesh.skipped, skipped);
+            ctx.mesh.link(&link.region, stream, |s| {
+                s.after = last;
+                s.stored += report.stored;
+                s.skipped += skipped;
+                s.denied += denied;
+                if s.source_last_seq.is_some_and(|t| t < last) {
+                    s.source_last_seq = Some(last);
+                }
+            });
+            if n > 0 {
+                rep.grant(n as u32).await?;
+            }
         }
         rep.finish().await;
         Ok(progress)

@@ -19,9 +19,11 @@
 pub(crate) mod link;
 pub(crate) mod send;
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use serde::Serialize;
 use tern_plugin::types::{Allowed, Hop, Message, Region};
 use tern_plugin::HookKind;
 
@@ -150,16 +152,40 @@ pub(crate) async fn residency_allows(
     allowed
 }
 
-/// Counters of one side of the mesh, for tests and status.
+/// What the mesh links to and from this node did, for tests and `tern mesh status`.
 #[derive(Debug, Default)]
 pub struct MeshStats {
-    /// Messages a link took from the other region and stored here.
+    /// Messages links took from other regions and stored here.
     pub stored: AtomicU64,
-    /// Messages a link received that this node already held (vector or dedup).
+    /// Messages links received that this node already held (vector or dedup).
     pub skipped: AtomicU64,
     /// Messages residency kept from crossing a hop, on this node's side of it.
     pub denied_sending: AtomicU64,
     pub denied_receiving: AtomicU64,
+    /// Each link's stream, by (region, stream).
+    links: Mutex<BTreeMap<(String, String), LinkStatus>>,
+}
+
+/// How one stream of one link stands, as `tern mesh status` shows it.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct LinkStatus {
+    pub region: String,
+    pub stream: String,
+    /// `standby` (another member of the region leads and runs the link), `connecting`,
+    /// `up`, or `down` (waiting to reconnect).
+    pub state: &'static str,
+    /// The other region's `local_seq` this node has passed.
+    pub after: u64,
+    /// The newest `local_seq` of the other region's copy, last time the link asked.
+    pub source_last_seq: Option<u64>,
+    /// `source_last_seq - after`: messages of the other copy not yet passed.
+    pub lag: Option<u64>,
+    pub stored: u64,
+    pub skipped: u64,
+    pub denied: u64,
+    pub last_error: Option<String>,
+    /// When `state` last changed, ms since the Unix epoch.
+    pub since_ms: u64,
 }
 
 impl MeshStats {
@@ -175,6 +201,45 @@ impl MeshStats {
             self.denied_sending.load(Ordering::Relaxed),
             self.denied_receiving.load(Ordering::Relaxed),
         )
+    }
+
+    /// Changes the status of `region`'s `stream` link (created in state `connecting`).
+    pub(crate) fn link(&self, region: &str, stream: &str, change: impl FnOnce(&mut LinkStatus)) {
+        let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = links
+            .entry((region.to_owned(), stream.to_owned()))
+            .or_insert_with(|| LinkStatus {
+                region: region.to_owned(),
+                stream: stream.to_owned(),
+                state: "connecting",
+                since_ms: crate::now_ms(),
+                ..LinkStatus::default()
+            });
+        let before = entry.state;
+        change(entry);
+        if entry.state != before {
+            entry.since_ms = crate::now_ms();
+        }
+        entry.lag = entry.source_last_seq.map(|s| s.saturating_sub(entry.after));
+    }
+
+    /// Every link's status, by region then stream.
+    pub fn links(&self) -> Vec<LinkStatus> {
+        let links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        links.values().cloned().collect()
+    }
+
+    /// The `MeshStatusResp` document (docs/protocol.md).
+    pub(crate) fn status_json(&self, region: &str) -> String {
+        serde_json::json!({
+            "region": region,
+            "stored": self.stored.load(Ordering::Relaxed),
+            "skipped": self.skipped.load(Ordering::Relaxed),
+            "denied_sending": self.denied_sending.load(Ordering::Relaxed),
+            "denied_receiving": self.denied_receiving.load(Ordering::Relaxed),
+            "links": self.links(),
+        })
+        .to_string()
     }
 }
 

@@ -98,6 +98,7 @@ pub(crate) async fn serve(
                 let denied = allowed.iter().filter(|ok| !**ok).count() as u64;
                 MeshStats::add(&ctx.mesh.denied_sending, denied);
                 let mut allowed = candidates.iter().zip(allowed).peekable();
+                let mut sent_last = false;
                 for m in &views {
                     next = m.seq + 1;
                     let send = match allowed.peek() {
@@ -112,6 +113,14 @@ pub(crate) async fn serve(
                         writer.push_delivery(&delivery_ref(&stream, m));
                         credit -= 1;
                     }
+                    sent_last = send;
+                }
+                if !sent_last {
+                    // The receiver resumes after what it was told of: without this, a
+                    // tail of passed-over messages would be judged again at each reconnect.
+                    writer.push(&Frame::MeshPassed {
+                        local_seq: next - 1,
+                    });
                 }
                 writer.flush().await?;
                 match poll_control(&mut reader).await? {
