@@ -22,10 +22,16 @@ pub struct NodeProcess {
 
 impl NodeProcess {
     pub fn spawn(data: &Path, addr: &str) -> NodeProcess {
+        NodeProcess::spawn_with(data, addr, &[])
+    }
+
+    /// As [`NodeProcess::spawn`], with more `serve` arguments (e.g. `--config FILE`).
+    pub fn spawn_with(data: &Path, addr: &str, args: &[&str]) -> NodeProcess {
         let child = Command::new(TERN)
             .args(["serve", "--data"])
             .arg(data)
             .args(["--listen", addr])
+            .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
