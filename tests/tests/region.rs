@@ -693,3 +693,66 @@ async fn a_region_copies_another_regions_stream_through_its_log() {
     ap.stop().await;
     region.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn another_region_copies_from_the_leader_when_sent_to_a_follower() {
+    let region = Region::start_with(|c| c.mesh.links = vec![link_from("ap", None, None)]).await;
+    let leader = region.leader().await;
+    let follower = (leader + 1) % 3;
+    let client = region.client(&[leader]).await;
+    create_stream(&client).await;
+    publish_orders(&client, 30).await;
+    client.close().await;
+
+    // Only the leader serves copies: it runs the plugins the region deployed last.
+    let at_follower = region.client(&[follower]).await;
+    let asked = at_follower
+        .replicate(tern_client::MeshSubscribe {
+            stream: "orders".into(),
+            region: "ap".into(),
+            credit: 16,
+            ..Default::default()
+        })
+        .await;
+    match asked {
+        Err(ClientError::Server(e)) => {
+            assert_eq!(e.code, ErrorCode::NotLeader);
+            assert_eq!(e.message, region.servers[leader]);
+        }
+        other => panic!("a follower served copies: {other:?}"),
+    }
+    at_follower.close().await;
+
+    // The link names that follower first, and moves to the leader it names.
+    let nodes = vec![
+        region.servers[follower].clone(),
+        region.servers[leader].clone(),
+    ];
+    let ca = region.node(0).ca();
+    let ap = TestNode::start_with(move |c| {
+        c.region = "ap".into();
+        let mut link = link_from("eu", Some(String::new()), Some(ca));
+        link.nodes = nodes;
+        c.mesh.links = vec![link];
+        c.mesh.backoff_initial_ms = 20;
+        c.mesh.backoff_max_ms = 200;
+    })
+    .await;
+    let ap_client = ap.client().await;
+    create_stream(&ap_client).await;
+    let copies = copies_on(&ap, 30).await;
+    let want: Vec<_> = (0..30)
+        .map(|i| {
+            (
+                i as u64 + 1,
+                format!("order-{i}"),
+                "eu".to_string(),
+                i as u64 + 1,
+            )
+        })
+        .collect();
+    assert_eq!(copies, want);
+    ap_client.close().await;
+    ap.stop().await;
+    region.stop().await;
+}

@@ -56,14 +56,20 @@ impl Client {
     }
 
     /// Opens a replication stream (`req.req_id` is set here) and waits, at most the request
-    /// timeout, for the node to accept it.
+    /// timeout, for the node to accept it. A follower of a region refuses with
+    /// `not_leader`; the client then connects to the leader it names for the next call.
     pub async fn replicate(&self, mut req: MeshSubscribe) -> Result<Replication, ClientError> {
         let live = self.inner.conns.get().await?;
         req.req_id = self.inner.conns.next_req_id();
         let limit = Duration::from_millis(self.inner.cfg.request_timeout_ms);
-        tokio::time::timeout(limit, open(&live.conn, req))
+        let opened = tokio::time::timeout(limit, open(&live.conn, req))
             .await
-            .unwrap_or(Err(ClientError::Timeout))
+            .unwrap_or(Err(ClientError::Timeout));
+        if let Err(e) = &opened {
+            // In a region only the leader serves copies: a follower names it.
+            self.inner.follow_leader(e);
+        }
+        opened
     }
 }
 

@@ -62,6 +62,9 @@ pub(crate) fn start(ctx: &Arc<Ctx>) {
 async fn run(ctx: Arc<Ctx>, link: Arc<LinkConfig>, stream: String) {
     let mesh = &ctx.config.mesh;
     let mut attempt = 0u32;
+    // Kept across streams: it reconnects by itself, and follows a `not_leader` answer to
+    // the other region's leader.
+    let mut client: Option<Client> = None;
     let status = |change: &dyn Fn(&mut super::LinkStatus)| {
         ctx.mesh.link(&link.region, &stream, |s| change(s));
     };
@@ -72,7 +75,14 @@ async fn run(ctx: Arc<Ctx>, link: Arc<LinkConfig>, stream: String) {
             FOLLOWER_POLL_MS
         } else {
             status(&|s| s.state = "connecting");
-            match pump(&ctx, &link, &stream).await {
+            let pumped = match &client {
+                Some(c) => pump(&ctx, &link, &stream, c).await,
+                None => match connect(&ctx, &link).await {
+                    Ok(c) => pump(&ctx, &link, &stream, client.insert(c)).await,
+                    Err(e) => Err(e),
+                },
+            };
+            match pumped {
                 Ok(progress) => {
                     status(&|s| s.state = "down");
                     if progress {
@@ -96,21 +106,33 @@ async fn run(ctx: Arc<Ctx>, link: Arc<LinkConfig>, stream: String) {
             rand::random_range(0..=cap)
         };
         tokio::select! {
-            _ = ctx.shutdown.cancelled() => return,
+            _ = ctx.shutdown.cancelled() => break,
             _ = tokio::time::sleep(Duration::from_millis(wait_ms)) => {}
         }
     }
+    if let Some(c) = client {
+        c.close().await;
+    }
+}
+
+/// A client for the other region's nodes.
+async fn connect(ctx: &Ctx, link: &LinkConfig) -> Result<Client, LinkError> {
+    let ca = link.ca.clone().unwrap_or_default();
+    let mut cfg = ClientConfig::new(link.nodes.clone(), ca);
+    cfg.client_name = format!("mesh:{}", ctx.config.region);
+    Ok(Client::connect(cfg).await?)
 }
 
 /// Copies `stream` until the stream ends, this node stops leading, or the node shuts
 /// down. `Ok(true)` if it stored or passed over anything.
-async fn pump(ctx: &Arc<Ctx>, link: &LinkConfig, stream: &str) -> Result<bool, LinkError> {
+async fn pump(
+    ctx: &Arc<Ctx>,
+    link: &LinkConfig,
+    stream: &str,
+    client: &Client,
+) -> Result<bool, LinkError> {
     let mesh = &ctx.config.mesh;
-    let ca = link.ca.clone().unwrap_or_default();
-    let mut cfg = ClientConfig::new(link.nodes.clone(), ca);
-    cfg.client_name = format!("mesh:{}", ctx.config.region);
-    let client = Client::connect(cfg).await?;
-    let result = async {
+    {
         let mut after = cursor(ctx, &link.region, stream)?;
         let mut rep = client
             .replicate(MeshSubscribe {
@@ -235,7 +257,4 @@ async fn pump(ctx: &Arc<Ctx>, link: &LinkConfig, stream: &str) -> Result<bool, L
         rep.finish().await;
         Ok(progress)
     }
-    .await;
-    client.close().await;
-    result
 }

@@ -45,6 +45,11 @@ pub(crate) async fn serve(
         };
         return refuse(writer, req.req_id, error).await;
     }
+    // In a region only the leader serves copies: it runs the plugins the region deployed
+    // last (a follower loads them when it becomes leader), so residency is judged by them.
+    if let Some(error) = ctx.refuse_unless_leader() {
+        return refuse(writer, req.req_id, error).await;
+    }
     let stream = req.stream.clone();
     let mut tip = match ctx
         .store
