@@ -4,7 +4,8 @@
 //! it comes back around, not when a producer retries it in the other region), and enforce
 //! residency on both sides of every hop: the sender does not send what the receiver's region
 //! may not hold, and the receiver does not store what its own policy denies. A node serves
-//! copies only to the regions it is linked with.
+//! copies only to the regions it is linked with. Three regions in a ring converge without
+//! a message going around twice.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -336,4 +337,65 @@ async fn a_node_serves_copies_only_to_linked_regions_and_existing_streams() {
     rep.finish().await;
     client.close().await;
     eu.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_regions_in_a_ring_converge_without_loops() {
+    // a copies from c, b from a, c from b: each message travels the ring once and stops
+    // where the region's vector covers it.
+    let root = tempfile::tempdir().unwrap();
+    let sites = [
+        Site::new(root.path(), "ap", "ap"),
+        Site::new(root.path(), "eu", "eu"),
+        Site::new(root.path(), "us", "us"),
+    ];
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        let from = &sites[(i + 2) % 3];
+        let to = &sites[(i + 1) % 3];
+        nodes.push(
+            sites[i]
+                .start(vec![from.link(&["orders"]), to.link(&[])])
+                .await,
+        );
+    }
+    let mut clients = Vec::new();
+    for node in &nodes {
+        let client = node.client().await;
+        create(&client, &["orders"]).await;
+        clients.push(client);
+    }
+    for (i, client) in clients.iter().enumerate() {
+        for n in 1..=4 {
+            let id = format!("{}-{n}", sites[i].region);
+            publish(client, msg("orders.created", &id, &id, &[])).await;
+        }
+    }
+    for (i, node) in nodes.iter().enumerate() {
+        let all = stamps(&holds(node, "orders", 12).await);
+        for site in &sites {
+            for n in 1..=4u64 {
+                let (origin, origin_seq, _, _) = &all[&format!("{}-{n}", site.region)];
+                assert_eq!((origin.as_str(), *origin_seq), (site.region, n), "at {i}");
+            }
+        }
+        let mut vector = node.node().store().vector("orders").unwrap();
+        vector.sort();
+        assert_eq!(
+            vector,
+            vec![("ap".into(), 4), ("eu".into(), 4), ("us".into(), 4)],
+            "at {i}"
+        );
+    }
+    // Nothing keeps going around: a while later every region still holds 12.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for client in &clients {
+        assert_eq!(client.stream_info("orders").await.unwrap().state.msgs, 12);
+    }
+    for c in clients {
+        c.close().await;
+    }
+    for n in nodes {
+        n.stop().await;
+    }
 }
