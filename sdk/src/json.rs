@@ -151,7 +151,7 @@ impl<'p> Found<'p> {
         if self.escaped {
             scan::unescaped_eq(inner, s.as_bytes())
         } else {
-            inner == s.as_bytes()
+            crate::headers::eq_bytes(inner, s.as_bytes())
         }
     }
 

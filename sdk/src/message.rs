@@ -94,6 +94,11 @@ impl<'a> Message<'a> {
         crate::headers::get(&self.headers, name)
     }
 
+    /// Whether the first header named `name` has the value `value` (both compare exactly).
+    pub fn header_is(&self, name: &str, value: &str) -> bool {
+        crate::headers::has(&self.headers, name, value)
+    }
+
     /// The headers, in order (names may repeat). Stops at the first malformed entry.
     pub fn headers(&self) -> crate::headers::Iter<'_> {
         crate::headers::iter(&self.headers)

@@ -46,8 +46,43 @@ pub fn iter(encoded: &[u8]) -> Iter<'_> {
 /// found is UTF-8: a lookup costs no validation of the headers it passes over.
 pub fn get<'a>(encoded: &'a [u8], name: &str) -> Option<&'a str> {
     raw(encoded)
-        .find(|(n, _)| *n == name.as_bytes())
+        .find(|(n, _)| eq_bytes(n, name.as_bytes()))
         .and_then(|(_, v)| std::str::from_utf8(v).ok())
+}
+
+/// Whether the first header named `name` has the value `value`. Checks no UTF-8: a value
+/// equal to `value` is UTF-8 since `value` is.
+pub fn has(encoded: &[u8], name: &str, value: &str) -> bool {
+    raw(encoded)
+        .find(|(n, _)| eq_bytes(n, name.as_bytes()))
+        .is_some_and(|(_, v)| eq_bytes(v, value.as_bytes()))
+}
+
+/// Whether `a` and `b` hold the same bytes, compared eight at a time. In a WebAssembly
+/// guest `==` on byte slices calls `memcmp`, which compares one byte per loop turn behind a
+/// call: most of the cost of matching a short name such as a header's or a JSON key's.
+#[inline]
+pub fn eq_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let (mut a, mut b) = (a, b);
+    while let (Some((x, ra)), Some((y, rb))) =
+        (a.split_first_chunk::<8>(), b.split_first_chunk::<8>())
+    {
+        if u64::from_ne_bytes(*x) != u64::from_ne_bytes(*y) {
+            return false;
+        }
+        (a, b) = (ra, rb);
+    }
+    if let (Some((x, ra)), Some((y, rb))) = (a.split_first_chunk::<4>(), b.split_first_chunk::<4>())
+    {
+        if u32::from_ne_bytes(*x) != u32::from_ne_bytes(*y) {
+            return false;
+        }
+        (a, b) = (ra, rb);
+    }
+    a.iter().zip(b).all(|(x, y)| x == y)
 }
 
 fn raw(encoded: &[u8]) -> Raw<'_> {
@@ -157,10 +192,28 @@ mod tests {
         assert_eq!(get(&encoded, "b"), Some("2"));
         assert_eq!(get(&encoded, "c"), None);
         assert_eq!(get(&[], "a"), None);
+        assert!(has(&encoded, "a", "1") && has(&encoded, "b", "2"));
+        assert!(!has(&encoded, "a", "3"), "the first one counts");
+        assert!(!has(&encoded, "c", "") && !has(&encoded, "b", "22"));
         assert_eq!(
             get(&[0, 1, 0, 1, b'a', 0, 1, 0xff], "a"),
             None,
             "value not UTF-8"
         );
+    }
+
+    #[test]
+    fn eq_bytes_is_slice_equality() {
+        let base: Vec<u8> = (0..40u8).collect();
+        for len in 0..=base.len() {
+            let a = &base[..len];
+            assert!(eq_bytes(a, a), "len {len}");
+            assert!(!eq_bytes(a, &base[..len.saturating_sub(1)]) || len == 0);
+            for at in 0..len {
+                let mut b = a.to_vec();
+                b[at] ^= 0x80;
+                assert!(!eq_bytes(a, &b), "len {len}, byte {at} differs");
+            }
+        }
     }
 }

@@ -153,7 +153,7 @@ impl Template {
 fn matches(m: &Match, msg: &Message, payload: &[u8]) -> bool {
     match m {
         Match::Subject(pattern) => subject::matches(pattern, &msg.subject),
-        Match::HeaderEquals(name, value) => msg.header(name) == Some(value.as_str()),
+        Match::HeaderEquals(name, value) => msg.header_is(name, value),
         Match::HeaderPresent(name) => msg.header(name).is_some(),
         Match::Json(path, want) => match (path.find(payload), want) {
             (None, _) => false,

@@ -99,7 +99,7 @@ impl Policy {
 
 fn matches(m: &Match, msg: &Message) -> bool {
     match m {
-        Match::HeaderEquals(name, value) => msg.header(name) == Some(value.as_str()),
+        Match::HeaderEquals(name, value) => msg.header_is(name, value),
         Match::HeaderPresent(name) => msg.header(name).is_some(),
         Match::Subject(pattern) => subject::matches(pattern, &msg.subject),
         Match::Any => true,

@@ -85,7 +85,10 @@ impl Scanner<'_> {
             let start = self.pos + 1;
             let after = start + name.len();
             // The wanted key as it stands, most often: no need to look for its end.
-            let found = if self.doc.get(start..after) == Some(name)
+            let found = if self
+                .doc
+                .get(start..after)
+                .is_some_and(|key| crate::headers::eq_bytes(key, name))
                 && self.doc.get(after) == Some(&b'"')
                 && is_plain(name)
             {
