@@ -93,14 +93,14 @@ pub(crate) async fn serve(
 }
 
 /// A control frame from the subscriber, or the end of its stream.
-pub(crate) enum Control {
+enum Control {
     Credit(u32),
     Ack(Vec<u64>),
     Nack(u64, u32),
     End,
 }
 
-pub(crate) fn control(frame: Option<Frame>) -> Result<Control, NetError> {
+fn control(frame: Option<Frame>) -> Result<Control, NetError> {
     Ok(match frame {
         None => Control::End,
         Some(Frame::Credit { credit }) => Control::Credit(credit),
@@ -120,11 +120,49 @@ pub(crate) fn control(frame: Option<Frame>) -> Result<Control, NetError> {
 }
 
 /// Poll the subscriber for a control frame without waiting.
-pub(crate) async fn poll_control(reader: &mut FrameReader) -> Result<Option<Control>, NetError> {
+async fn poll_control(reader: &mut FrameReader) -> Result<Option<Control>, NetError> {
     tokio::select! {
         biased;
         f = reader.next() => control(f?).map(Some),
         _ = std::future::ready(()) => Ok(None),
+    }
+}
+
+/// After pushing deliveries: takes a control frame the subscriber already sent, if any.
+/// `false` when the subscriber ended the stream.
+pub(crate) async fn take_ready_control(
+    reader: &mut FrameReader,
+    credit: &mut u32,
+    credit_max: u32,
+) -> Result<bool, NetError> {
+    match poll_control(reader).await? {
+        Some(Control::End) => return Ok(false),
+        Some(Control::Credit(n)) => *credit = credit.saturating_add(n).min(credit_max),
+        _ => {}
+    }
+    Ok(true)
+}
+
+/// Waits for more credit or, with credit left, for the stream to grow. `false` when the
+/// subscription ends: the node shuts down, the subscriber ends it, or the stream is removed.
+pub(crate) async fn wait_for_credit_or_messages(
+    ctx: &Ctx,
+    reader: &mut FrameReader,
+    tip: &mut tokio::sync::watch::Receiver<u64>,
+    credit: &mut u32,
+    credit_max: u32,
+) -> Result<bool, NetError> {
+    tokio::select! {
+        _ = ctx.shutdown.cancelled() => Ok(false),
+        f = reader.next() => match control(f?)? {
+            Control::End => Ok(false),
+            Control::Credit(n) => {
+                *credit = credit.saturating_add(n).min(credit_max);
+                Ok(true)
+            }
+            Control::Ack(_) | Control::Nack(..) => Ok(true),
+        },
+        r = tip.changed(), if *credit > 0 => Ok(r.is_ok()),
     }
 }
 
@@ -182,24 +220,15 @@ async fn ephemeral(
                     }
                 }
                 writer.flush().await?;
-                match poll_control(&mut reader).await? {
-                    Some(Control::End) => break,
-                    Some(Control::Credit(n)) => credit = credit.saturating_add(n).min(credit_max),
-                    _ => {}
+                if !take_ready_control(&mut reader, &mut credit, credit_max).await? {
+                    break;
                 }
                 continue;
             }
         }
-        tokio::select! {
-            _ = ctx.shutdown.cancelled() => break,
-            f = reader.next() => match control(f?)? {
-                Control::End => break,
-                Control::Credit(n) => credit = credit.saturating_add(n).min(credit_max),
-                Control::Ack(_) | Control::Nack(..) => {}
-            },
-            r = tip.changed(), if credit > 0 => if r.is_err() {
-                break; // the stream was removed
-            },
+        if !wait_for_credit_or_messages(ctx, &mut reader, &mut tip, &mut credit, credit_max).await?
+        {
+            break;
         }
     }
     writer.finish().await

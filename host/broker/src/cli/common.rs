@@ -60,6 +60,32 @@ impl ClientArgs {
             .await
             .with_context(|| format!("connecting to {}", self.server.join(",")))
     }
+
+    /// Fetches a status document with `fetch` and prints it: as it came with `--json`,
+    /// otherwise parsed as `T` and rendered by `render` (`what` names it in errors).
+    pub async fn show_status<T, F>(
+        &self,
+        what: &str,
+        fetch: impl FnOnce(Client) -> F,
+        render: impl FnOnce(&T) -> String,
+    ) -> anyhow::Result<()>
+    where
+        T: serde::de::DeserializeOwned,
+        F: std::future::Future<Output = Result<String, tern_client::ClientError>>,
+    {
+        let client = self.connect().await?;
+        let json = fetch(client.clone()).await;
+        client.close().await;
+        let json = json?;
+        if self.json {
+            println!("{json}");
+            return Ok(());
+        }
+        let status: T = serde_json::from_str(&json)
+            .with_context(|| format!("the node's {what} is not valid"))?;
+        print!("{}", render(&status));
+        Ok(())
+    }
 }
 
 /// Parse a duration such as `30s`, `15m`, `24h`, `7d` into milliseconds.

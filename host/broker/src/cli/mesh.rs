@@ -2,7 +2,6 @@
 
 use std::fmt::Write;
 
-use anyhow::Context;
 use clap::Subcommand;
 use serde::Deserialize;
 
@@ -40,17 +39,12 @@ struct Link {
 pub async fn run(cmd: MeshCmd) -> anyhow::Result<()> {
     match cmd {
         MeshCmd::Status(c) => {
-            let client = c.connect().await?;
-            let json = client.mesh_status().await;
-            client.close().await;
-            let json = json?;
-            if c.json {
-                println!("{json}");
-                return Ok(());
-            }
-            let status: Status =
-                serde_json::from_str(&json).context("the node's mesh status is not valid")?;
-            print!("{}", render(&status));
+            c.show_status(
+                "mesh status",
+                |client| async move { client.mesh_status().await },
+                render,
+            )
+            .await?
         }
     }
     Ok(())

@@ -2,7 +2,6 @@
 
 use std::fmt::Write;
 
-use anyhow::Context;
 use clap::Subcommand;
 use serde::Deserialize;
 use tern_client::{ClientError, ErrorCode};
@@ -66,17 +65,12 @@ struct Member {
 pub async fn run(cmd: RegionCmd) -> anyhow::Result<()> {
     match cmd {
         RegionCmd::Status(c) => {
-            let client = c.connect().await?;
-            let json = client.region_status().await;
-            client.close().await;
-            let json = json?;
-            if c.json {
-                println!("{json}");
-                return Ok(());
-            }
-            let status: Status =
-                serde_json::from_str(&json).context("the node's region status is not valid")?;
-            print!("{}", render(&status));
+            c.show_status(
+                "region status",
+                |client| async move { client.region_status().await },
+                render,
+            )
+            .await?
         }
         RegionCmd::AddNode {
             id,

@@ -13,7 +13,9 @@ use tern_proto::{ErrorBody, ErrorCode, Frame, MeshSubscribe};
 use tern_store::{MessageView, StoredRecord};
 
 use super::{residency_allows, Crossing, MeshStats, Side};
-use crate::consumer::{control, delivery_ref, poll_control, Control, READ_BYTES_MAX};
+use crate::consumer::{
+    delivery_ref, take_ready_control, wait_for_credit_or_messages, READ_BYTES_MAX,
+};
 use crate::server::Ctx;
 use crate::session::store_error;
 
@@ -128,24 +130,15 @@ pub(crate) async fn serve(
                     });
                 }
                 writer.flush().await?;
-                match poll_control(&mut reader).await? {
-                    Some(Control::End) => break,
-                    Some(Control::Credit(n)) => credit = credit.saturating_add(n).min(credit_max),
-                    _ => {}
+                if !take_ready_control(&mut reader, &mut credit, credit_max).await? {
+                    break;
                 }
                 continue;
             }
         }
-        tokio::select! {
-            _ = ctx.shutdown.cancelled() => break,
-            f = reader.next() => match control(f?)? {
-                Control::End => break,
-                Control::Credit(n) => credit = credit.saturating_add(n).min(credit_max),
-                Control::Ack(_) | Control::Nack(..) => {}
-            },
-            r = tip.changed(), if credit > 0 => if r.is_err() {
-                break; // the stream was removed
-            },
+        if !wait_for_credit_or_messages(ctx, &mut reader, &mut tip, &mut credit, credit_max).await?
+        {
+            break;
         }
     }
     writer.finish().await
