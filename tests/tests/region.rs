@@ -12,6 +12,7 @@ use tern_client::{
     AckLevel, Client, ClientConfig, ClientError, ErrorCode, PubMessage, StartPosition,
     StreamConfig, SubscribeOptions,
 };
+use tern_store::StoredMessage;
 use tern_tests::{eventually, free_loopback_addr, next_delivery, TestNode};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -136,22 +137,26 @@ fn msg(i: usize) -> PubMessage {
     }
 }
 
-async fn stream_on(node: &TestNode, n: u64) -> Vec<(u64, String, u64, u64)> {
-    let read = |node: &TestNode| {
+/// Each message of `orders` on `node` as `pick` takes it, once it holds `n` (or what it
+/// holds after the wait).
+async fn stored_on<T>(node: &TestNode, n: u64, pick: impl Fn(StoredMessage) -> T) -> Vec<T> {
+    let read = || {
         node.node()
             .store()
             .read("orders", 1, 10_000, usize::MAX)
             .unwrap_or_default()
-            .into_iter()
-            .map(|m| (m.seq, m.id, m.key_seq, m.hlc))
-            .collect::<Vec<_>>()
     };
     let got = eventually(200, Duration::from_millis(50), || async {
-        let v = read(node);
+        let v = read();
         (v.len() as u64 == n).then_some(v)
     })
     .await;
-    got.unwrap_or_else(|| read(node))
+    got.unwrap_or_else(read).into_iter().map(pick).collect()
+}
+
+/// What every member must agree on: (local seq, id, key_seq, hlc) of each message.
+async fn stream_on(node: &TestNode, n: u64) -> Vec<(u64, String, u64, u64)> {
+    stored_on(node, n, |m| (m.seq, m.id, m.key_seq, m.hlc)).await
 }
 
 /// Publishes orders 0..n in one batch at quorum.
@@ -618,24 +623,9 @@ fn link_from(region: &str, addr: Option<String>, ca: Option<std::path::PathBuf>)
     }
 }
 
-/// Every member's copy of `orders` once it holds `n` messages: (local seq, id, origin,
-/// origin_seq).
-async fn copies_on(node: &TestNode, n: usize) -> Vec<(u64, String, String, u64)> {
-    let read = |node: &TestNode| {
-        node.node()
-            .store()
-            .read("orders", 1, 10_000, usize::MAX)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|m| (m.seq, m.id, m.origin, m.origin_seq))
-            .collect::<Vec<_>>()
-    };
-    eventually(200, Duration::from_millis(50), || async {
-        let v = read(node);
-        (v.len() == n).then_some(v)
-    })
-    .await
-    .unwrap_or_else(|| read(node))
+/// Copies from another region: (local seq, id, origin, origin_seq) of each message.
+async fn copies_on(node: &TestNode, n: u64) -> Vec<(u64, String, String, u64)> {
+    stored_on(node, n, |m| (m.seq, m.id, m.origin, m.origin_seq)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -861,14 +861,7 @@ impl Writer {
         let time_ms = *hlc >> 16;
         batch.next_seq = seq;
         batch.push(sid, m, time_ms, t)?;
-        let st = &mut rec.state;
-        if st.msgs == 0 {
-            st.first_seq = seq;
-        }
-        st.last_seq = seq;
-        st.msgs += 1;
-        st.bytes += size;
-        st.last_time_ms = time_ms;
+        count_stored(&mut rec.state, seq, size, time_ms);
         if batch.touched.last() != Some(&stream) && !batch.touched.contains(&stream) {
             batch.touched.push(stream.clone());
         }
@@ -994,14 +987,7 @@ impl Writer {
             let size = m.size_bytes;
             batch.next_seq = seq;
             batch.push(sid, m, time_ms, t)?;
-            let st = &mut rec.state;
-            if st.msgs == 0 {
-                st.first_seq = seq;
-            }
-            st.last_seq = seq;
-            st.msgs += 1;
-            st.bytes += size;
-            st.last_time_ms = st.last_time_ms.max(time_ms);
+            count_stored(&mut rec.state, seq, size, time_ms);
             report.stored += 1;
         }
         for held in origins.iter().filter(|h| h.moved) {
@@ -1116,6 +1102,18 @@ impl Writer {
         }
         Ok(Ok(()))
     }
+}
+
+/// A stream's state after message `seq` of `size` bytes, stored at `time_ms`, was added.
+fn count_stored(st: &mut StreamState, seq: u64, size: u64, time_ms: u64) {
+    if st.msgs == 0 {
+        st.first_seq = seq;
+    }
+    st.last_seq = seq;
+    st.msgs += 1;
+    st.bytes += size;
+    // Copies from other regions keep their origin's time, which may be older.
+    st.last_time_ms = st.last_time_ms.max(time_ms);
 }
 
 pub(crate) fn info(rec: &StreamRecord) -> StreamInfo {
