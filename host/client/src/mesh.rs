@@ -3,14 +3,13 @@
 //! point and version vector, takes the deliveries in order, and grants credit as it stores
 //! them. Reconnecting after a failure is the caller's, which knows where it resumes.
 
-use std::io::ErrorKind;
 use std::time::Duration;
 
-use tern_net::{FrameReader, FrameWriter, NetError};
-use tern_proto::limits::FRAME_BYTES_MAX;
+use tern_net::{FrameReader, FrameWriter};
 use tern_proto::{Delivery, Frame, MeshSubscribe};
 
-use crate::error::{io_error, ClientError};
+use crate::error::ClientError;
+use crate::subscribe::open_stream;
 use crate::{unexpected, Client};
 
 /// What a replication stream brings, in the sender's order.
@@ -74,23 +73,9 @@ impl Client {
 }
 
 async fn open(conn: &quinn::Connection, req: MeshSubscribe) -> Result<Replication, ClientError> {
-    let (send, recv) = conn.open_bi().await.map_err(NetError::from)?;
-    let mut writer = FrameWriter::new(send);
-    let mut reader = FrameReader::new(recv, FRAME_BYTES_MAX);
     let req_id = req.req_id;
-    writer.send(&Frame::MeshSubscribe(req)).await?;
-    match reader.next().await? {
-        Some(Frame::SubscribeOk { req_id: got, .. }) if got == req_id => {
-            Ok(Replication { reader, writer })
-        }
-        Some(Frame::Error { error, .. }) => Err(ClientError::Server(error)),
-        Some(other) => Err(ClientError::Protocol(unexpected("SubscribeOk", &other))),
-        None => Err(io_error(
-            ErrorKind::UnexpectedEof,
-            "node finished the stream before SubscribeOk",
-        )
-        .into()),
-    }
+    let (reader, writer, _) = open_stream(conn, Frame::MeshSubscribe(req), req_id).await?;
+    Ok(Replication { reader, writer })
 }
 
 impl Replication {

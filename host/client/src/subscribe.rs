@@ -368,11 +368,21 @@ async fn open_on(
     conn: &quinn::Connection,
     sub: Subscribe,
 ) -> Result<(FrameReader, FrameWriter, String), ClientError> {
+    let req_id = sub.req_id;
+    open_stream(conn, Frame::Subscribe(sub), req_id).await
+}
+
+/// Opens a stream with `first` (a subscription or a replication stream) and waits for the
+/// node's `SubscribeOk` for `req_id`: the reader, the writer and the stream's name.
+pub(crate) async fn open_stream(
+    conn: &quinn::Connection,
+    first: Frame,
+    req_id: u64,
+) -> Result<(FrameReader, FrameWriter, String), ClientError> {
     let (send, recv) = conn.open_bi().await.map_err(NetError::from)?;
     let mut w = FrameWriter::new(send);
     let mut r = FrameReader::new(recv, FRAME_BYTES_MAX);
-    let req_id = sub.req_id;
-    w.send(&Frame::Subscribe(sub)).await?;
+    w.send(&first).await?;
     match r.next().await? {
         Some(Frame::SubscribeOk {
             req_id: got,
