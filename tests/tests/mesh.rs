@@ -117,8 +117,10 @@ async fn holds(node: &TestNode, stream: &str, n: u64) -> Vec<Delivery> {
         "{stream} on {}: expected {n} messages",
         node.config.region
     );
+    let info = client.stream_info(stream).await.unwrap();
+    let filter = info.config.subjects[0].clone();
     let mut sub = client
-        .subscribe(SubscribeOptions::new(format!("{stream}.>")).start(StartPosition::Start))
+        .subscribe(SubscribeOptions::new(filter).start(StartPosition::Start))
         .await
         .unwrap();
     let all = next_deliveries(&mut sub, n as usize, WAIT).await;
@@ -398,4 +400,91 @@ async fn three_regions_in_a_ring_converge_without_loops() {
     for n in nodes {
         n.stop().await;
     }
+}
+
+/// The conflict records of `stream` on `node`, once it holds `n` of them: each as its
+/// headers by name.
+async fn conflicts(node: &TestNode, stream: &str, n: u64) -> Vec<BTreeMap<String, String>> {
+    holds(node, &format!("{stream}-conflicts"), n)
+        .await
+        .into_iter()
+        .map(|d| d.headers.into_iter().collect())
+        .collect()
+}
+
+fn lww_plugin(stream: &str) -> Deploy {
+    Deploy {
+        name: format!("lww-{stream}"),
+        by: "ops@test".into(),
+        params: vec![("field".into(), "$.updated_at".into())],
+        stream: Some(stream.into()),
+        component: guests::bytes(guests::LWW_RESOLVER).into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_versions_of_a_key_are_one_conflict_with_the_same_winner_everywhere() {
+    let root = tempfile::tempdir().unwrap();
+    let eu_site = Site::new(root.path(), "eu-west", "eu");
+    let us_site = Site::new(root.path(), "us-east", "us");
+    // Apart first: each region writes version 1 of the same keys.
+    let mut eu = eu_site.start(Vec::new()).await;
+    let mut us = us_site.start(Vec::new()).await;
+    let (ec, uc) = (eu.client().await, us.client().await);
+    for c in [&ec, &uc] {
+        create(c, &["orders", "events"]).await;
+        // On `orders` the later `updated_at` wins; `events` has no resolver.
+        c.deploy_plugin(lww_plugin("orders")).await.unwrap();
+    }
+    let version = |subject: &str, id: &str, updated_at: u64| PubMessage {
+        payload: Bytes::from(format!(r#"{{"updated_at":{updated_at}}}"#)),
+        ..msg(subject, id, "c-1", &[])
+    };
+    // us-east writes first with the later `updated_at`; eu-west writes after it (a greater
+    // hlc, so eu-west wins by the default order) with the earlier one.
+    for stream in ["orders", "events"] {
+        let subject = format!("{stream}.updated");
+        let u = publish(&uc, version(&subject, "u-1", 9)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let e = publish(&ec, version(&subject, "e-1", 5)).await;
+        assert_eq!((u.seq, e.seq), (1, 1));
+    }
+    ec.close().await;
+    uc.close().await;
+
+    // Then linked: each copy meets the other region's version 1.
+    eu.config.mesh.links = vec![us_site.link(&["orders", "events"])];
+    us.config.mesh.links = vec![eu_site.link(&["orders", "events"])];
+    eu.restart().await;
+    us.restart().await;
+
+    for (stream, winner, loser, decided_by) in [
+        ("orders", "us-east/1", "eu-west/1", "resolver"),
+        ("events", "eu-west/1", "us-east/1", "default-order"),
+    ] {
+        let at_eu = conflicts(&eu, stream, 1).await;
+        let at_us = conflicts(&us, stream, 1).await;
+        for (region, records) in [("eu-west", &at_eu), ("us-east", &at_us)] {
+            let r = &records[0];
+            assert_eq!(r["tern-conflict-stream"], stream, "{region}");
+            assert_eq!(r["tern-conflict-key-seq"], "1", "{region}");
+            assert_eq!(r["tern-conflict-winner"], winner, "{region}: {stream}");
+            assert_eq!(r["tern-conflict-loser"], loser, "{region}: {stream}");
+            assert_eq!(
+                r["tern-conflict-decided-by"], decided_by,
+                "{region}: {stream}"
+            );
+        }
+        // Both versions stay in the stream, in both regions.
+        for node in [&eu, &us] {
+            let all = stamps(&holds(node, stream, 2).await);
+            assert!(
+                all.contains_key("u-1") && all.contains_key("e-1"),
+                "{all:?}"
+            );
+        }
+    }
+    eu.stop().await;
+    us.stop().await;
 }

@@ -17,9 +17,14 @@
 //! - 6 update group: `stream, group, cursor option<u64>, rows, dead letters (as append)`
 //! - 7 put state: `count u32 | per write: key, option<bytes>`
 //! - 8 merge: `stream, count u32 | per message: record (u32 length + bytes, its origin's
-//!   stamp filled in) | count u32 | per write: key, option<bytes>` (writes as put state)
+//!   stamp filled in) | count u32 | per write: key, option<bytes> | count u32 | per
+//!   decision: key, key_seq u64, origin` (writes as put state; decisions are the caller's
+//!   winners of conflicts, see [`crate::Decided`])
 //!
 //! Strings are `u16 length + UTF-8`.
+//!
+//! Format 2 added the decisions to the merge. An entry of format 1 (written before, and
+//! still in a region's log) decodes with none: that version did not detect conflicts.
 
 use bytes::{BufMut, BytesMut};
 use tern_proto::{Receipt, StartPosition, StreamConfig, StreamInfo, StreamState};
@@ -27,9 +32,11 @@ use tern_proto::{Receipt, StartPosition, StreamConfig, StreamInfo, StreamState};
 use crate::error::StoreError;
 use crate::records::{self, put_str, Cursor, GroupRecord, Prepared, StreamRecord};
 use crate::writer::{GroupUpdate, PendingRow};
-use crate::{MergeReport, PurgeReport};
+use crate::{Decided, MergeReport, PurgeReport};
 
-const ENTRY_FORMAT: u8 = 1;
+const ENTRY_FORMAT: u8 = 2;
+/// The format before merges carried decisions; read, never written.
+const ENTRY_FORMAT_NO_DECISIONS: u8 = 1;
 
 /// One change to the store, as a region's log carries it.
 #[derive(Debug)]
@@ -53,10 +60,12 @@ pub enum Change {
     },
     PutState(Vec<(String, Option<Vec<u8>>)>),
     /// Messages another region accepted, with their origin's stamps (see
-    /// [`crate::Store::merge`]), and state writes that commit with them.
+    /// [`crate::Store::merge`]), the caller's winners of conflicts they may meet, and
+    /// state writes that commit with them.
     Merge {
         stream: String,
         msgs: Vec<Prepared>,
+        winners: Vec<Decided>,
         state: Vec<(String, Option<Vec<u8>>)>,
     },
 }
@@ -66,17 +75,28 @@ impl Change {
     /// A message with a field longer than a record can hold is refused here
     /// ([`StoreError::BadMerge`]), as is a stream name no stream can have
     /// ([`StoreError::StreamNotFound`]); the rest is checked when the entry is applied.
+    /// A decision in `winners` that no record could match is dropped (see [`decidable`]).
     pub fn merge(
         stream: &str,
         msgs: Vec<records::StoredMessage>,
+        winners: Vec<Decided>,
         state: Vec<(String, Option<Vec<u8>>)>,
     ) -> Result<Change, StoreError> {
         Ok(Change::Merge {
             stream: stream.to_owned(),
             msgs: records::merged(stream, msgs)?,
+            winners: decidable(winners),
             state,
         })
     }
+}
+
+/// The decisions a merge carries: one whose key or origin is longer than a record can hold
+/// matches no message, and could not be encoded whole, so it is dropped.
+pub(crate) fn decidable(mut winners: Vec<Decided>) -> Vec<Decided> {
+    let short = |s: &str| s.len() <= u16::MAX as usize;
+    winners.retain(|d| short(&d.key) && short(&d.origin));
+    winners
 }
 
 /// One log entry: the changes one proposal carries and the proposer's clock.
@@ -116,14 +136,15 @@ impl LogEntry {
             b,
             what: "log entry",
         };
-        if c.u8()? != ENTRY_FORMAT {
+        let format = c.u8()?;
+        if format != ENTRY_FORMAT && format != ENTRY_FORMAT_NO_DECISIONS {
             return Err(StoreError::Corrupt("log entry"));
         }
         let time_ms = c.u64()?;
         let n = c.u32()? as usize;
         let mut changes = Vec::with_capacity(n.min(1024));
         for _ in 0..n {
-            changes.push(decode_change(&mut c)?);
+            changes.push(decode_change(&mut c, format)?);
         }
         if !c.b.is_empty() {
             return Err(StoreError::Corrupt("log entry"));
@@ -190,6 +211,19 @@ fn get_writes(c: &mut Cursor<'_>) -> Result<Writes, StoreError> {
         writes.push((k, v));
     }
     Ok(writes)
+}
+
+fn get_decisions(c: &mut Cursor<'_>) -> Result<Vec<Decided>, StoreError> {
+    let n = c.u32()? as usize;
+    let mut winners = Vec::with_capacity(n.min(1024));
+    for _ in 0..n {
+        winners.push(Decided {
+            key: c.str()?,
+            key_seq: c.u64()?,
+            origin: c.str()?,
+        });
+    }
+    Ok(winners)
 }
 
 fn encode_change(out: &mut BytesMut, c: &Change) {
@@ -261,6 +295,7 @@ fn encode_change(out: &mut BytesMut, c: &Change) {
         Change::Merge {
             stream,
             msgs,
+            winners,
             state,
         } => {
             out.put_u8(8);
@@ -270,11 +305,17 @@ fn encode_change(out: &mut BytesMut, c: &Change) {
                 put_bytes(out, &m.record);
             }
             put_writes(out, state);
+            out.put_u32(winners.len() as u32);
+            for d in winners {
+                put_str(out, &d.key);
+                out.put_u64(d.key_seq);
+                put_str(out, &d.origin);
+            }
         }
     }
 }
 
-fn decode_change(c: &mut Cursor<'_>) -> Result<Change, StoreError> {
+fn decode_change(c: &mut Cursor<'_>, format: u8) -> Result<Change, StoreError> {
     Ok(match c.u8()? {
         1 => Change::Append(get_prepared(c)?),
         2 => Change::CreateStream(records::decode_stream(get_bytes(c)?)?.config),
@@ -342,10 +383,17 @@ fn decode_change(c: &mut Cursor<'_>) -> Result<Change, StoreError> {
                 // Every merged id enters the dedup index, as a producer's would.
                 msgs.push(Prepared::from_record(get_bytes(c)?.to_vec(), true)?);
             }
+            let state = get_writes(c)?;
+            let winners = if format == ENTRY_FORMAT_NO_DECISIONS {
+                Vec::new()
+            } else {
+                get_decisions(c)?
+            };
             Change::Merge {
                 stream,
                 msgs,
-                state: get_writes(c)?,
+                winners,
+                state,
             }
         }
         _ => return Err(StoreError::Corrupt("log entry")),
@@ -500,17 +548,33 @@ mod tests {
         }
     }
 
+    fn winners() -> Vec<Decided> {
+        vec![
+            Decided {
+                key: "k".into(),
+                key_seq: 7,
+                origin: "ap".into(),
+            },
+            Decided {
+                key: "j".into(),
+                key_seq: 2,
+                origin: "us".into(),
+            },
+        ]
+    }
+
     fn merge() -> Change {
         Change::merge(
             "orders",
             vec![stored("us", 4), stored("ap", 9)],
+            winners(),
             vec![("mesh/us".into(), Some(vec![4])), ("gone".into(), None)],
         )
         .unwrap()
     }
 
-    /// A merge keeps its stamped records, their ids' dedup flag and its state writes
-    /// through the log; any cut of it, or a damaged record, is a typed error.
+    /// A merge keeps its stamped records, their ids' dedup flag, its decisions and its
+    /// state writes through the log; any cut of it, or a damaged record, is a typed error.
     #[test]
     fn merge_round_trip_and_damage_is_refused() {
         let e = LogEntry {
@@ -523,12 +587,14 @@ mod tests {
         let Change::Merge {
             stream,
             msgs,
+            winners: decided,
             state,
         } = &back.changes[0]
         else {
             panic!("not a merge: {:?}", back.changes[0]);
         };
         assert_eq!(stream, "orders");
+        assert_eq!(decided, &winners());
         assert_eq!(
             state,
             &vec![
@@ -576,5 +642,108 @@ mod tests {
             LogEntry::decode(&bad),
             Err(StoreError::UnknownFormat(9))
         ));
+    }
+
+    /// The decisions are the tail of a merge: `count u32 | key, key_seq u64, origin`.
+    #[test]
+    fn a_merges_decisions_are_laid_out_at_its_end() {
+        let e = LogEntry {
+            time_ms: 5,
+            changes: vec![Change::merge("orders", Vec::new(), winners(), Vec::new()).unwrap()],
+        };
+        let bytes = e.encode();
+        let mut want = vec![ENTRY_FORMAT];
+        want.extend_from_slice(&5u64.to_be_bytes());
+        want.extend_from_slice(&1u32.to_be_bytes());
+        want.push(8);
+        want.extend_from_slice(b"\x00\x06orders");
+        want.extend_from_slice(&0u32.to_be_bytes()); // messages
+        want.extend_from_slice(&0u32.to_be_bytes()); // state writes
+        want.extend_from_slice(&2u32.to_be_bytes());
+        want.extend_from_slice(b"\x00\x01k");
+        want.extend_from_slice(&7u64.to_be_bytes());
+        want.extend_from_slice(b"\x00\x02ap");
+        want.extend_from_slice(b"\x00\x01j");
+        want.extend_from_slice(&2u64.to_be_bytes());
+        want.extend_from_slice(b"\x00\x02us");
+        assert_eq!(&bytes[..], &want[..]);
+        for cut in 0..bytes.len() {
+            assert!(
+                matches!(LogEntry::decode(&bytes[..cut]), Err(StoreError::Corrupt(_))),
+                "cut at {cut}"
+            );
+        }
+        // A key that is not UTF-8.
+        let mut bad = bytes.to_vec();
+        let at = want.len() - (4 + 8 + 3) - 4 - 8 - 1;
+        assert_eq!(bad[at], b'k');
+        bad[at] = 0xff;
+        assert!(matches!(
+            LogEntry::decode(&bad),
+            Err(StoreError::Corrupt("log entry"))
+        ));
+    }
+
+    /// An entry of format 1, as the version before decisions wrote it (and a region's log
+    /// may still hold), decodes: its merge has no decisions.
+    #[test]
+    fn a_format_1_merge_decodes_without_decisions() {
+        let plain = LogEntry {
+            time_ms: 5,
+            changes: vec![
+                Change::merge(
+                    "orders",
+                    vec![stored("us", 4)],
+                    Vec::new(),
+                    vec![("mesh/us".into(), Some(vec![4]))],
+                )
+                .unwrap(),
+                Change::Purge { now_ms: 9 },
+            ],
+        };
+        let now = plain.encode();
+        // Format 1 was this layout without the decision count (zero here) after the writes.
+        let purge = 1 + 8;
+        let at = now.len() - purge - 4;
+        assert_eq!(&now[at..at + 4], &[0, 0, 0, 0]);
+        let mut old = now[..at].to_vec();
+        old.extend_from_slice(&now[at + 4..]);
+        old[0] = ENTRY_FORMAT_NO_DECISIONS;
+        let back = LogEntry::decode(&old).unwrap();
+        assert_eq!(back.encode(), now);
+        let Change::Merge { winners, msgs, .. } = &back.changes[0] else {
+            panic!("not a merge: {:?}", back.changes[0]);
+        };
+        assert!(winners.is_empty());
+        assert_eq!(msgs.len(), 1);
+        assert!(matches!(back.changes[1], Change::Purge { now_ms: 9 }));
+        // Format 1 with a decision count is refused: the count is read as the next change.
+        let mut wrong = now.to_vec();
+        wrong[0] = ENTRY_FORMAT_NO_DECISIONS;
+        assert!(LogEntry::decode(&wrong).is_err());
+        let mut unknown = now.to_vec();
+        unknown[0] = 3;
+        assert!(LogEntry::decode(&unknown).is_err());
+    }
+
+    /// A decision no record could match is not carried (it could not be encoded whole).
+    #[test]
+    fn a_decision_too_long_to_encode_is_dropped() {
+        let long = |key: usize, origin: usize| Decided {
+            key: "k".repeat(key),
+            key_seq: 1,
+            origin: "o".repeat(origin),
+        };
+        let c = Change::merge(
+            "orders",
+            Vec::new(),
+            vec![long(70_000, 2), long(1, 70_000), long(65_535, 2)],
+            Vec::new(),
+        )
+        .unwrap();
+        let Change::Merge { winners, .. } = &c else {
+            panic!("not a merge");
+        };
+        assert_eq!(winners, &vec![long(65_535, 2)]);
     }
 }

@@ -53,8 +53,9 @@ pub enum StoreError {
     #[error("region unavailable: {0}")]
     Unavailable(String),
     /// A message given to a merge cannot go into the stream: its subject is invalid or not
-    /// one the stream takes, its origin is not a name, or a field is longer than a record
-    /// can hold. Nothing of the merge was stored.
+    /// one the stream takes, its origin is not a name, a field is longer than a record can
+    /// hold, or it may conflict with a version held here and the conflict's record has no
+    /// stream to go to (see [`crate::Store::merge`]). Nothing of the merge was stored.
     #[error("merge into stream {stream:?} refused at message {index}: {reason}")]
     BadMerge {
         stream: String,

@@ -9,6 +9,12 @@
 //! a counter separate from the local sequence; a message another region accepted comes in
 //! through [`Store::merge`] with the stamp its origin gave it, and the stream's version
 //! vector ([`Store::vector`]) records how far each origin has been merged.
+//!
+//! Every stored message with a key is a version of that key; the versions index keeps the
+//! newest 64 of each key ([`Store::version`]). A merged message whose version the index
+//! holds from another origin is a conflict: the merge decides a winner the same way in
+//! every region and records the conflict in the stream's conflict stream, in the same
+//! commit ([`versions`]).
 
 mod backend;
 mod change;
@@ -18,6 +24,7 @@ mod error;
 mod records;
 mod snapshot;
 mod tables;
+mod versions;
 mod writer;
 
 use std::collections::BTreeMap;
@@ -96,6 +103,19 @@ pub struct MergeReport {
     pub covered: u64,
     /// Skipped: their id is in the stream's dedup index (the vector still moved past them).
     pub duplicates: u64,
+    /// Stored messages that conflict with a version of their key from another origin, each
+    /// recorded in the stream's conflict stream (see [`Store::merge`]).
+    pub conflicts: u64,
+}
+
+/// The caller's decision for one conflict of a merge (see [`Store::merge`]): at version
+/// `key_seq` of `key`, the version from `origin` wins.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Decided {
+    pub key: String,
+    pub key_seq: u64,
+    /// The origin whose version wins.
+    pub origin: String,
 }
 
 /// A stream as readers see it after the latest commit.
@@ -464,19 +484,46 @@ impl Store {
     /// records the highest. If any message's subject is not one the stream takes, or its
     /// origin is not a name, the merge fails with [`StoreError::BadMerge`] and nothing of it
     /// is stored.
+    ///
+    /// **Conflicts.** A stored message with a key whose version (key_seq) the versions index
+    /// holds from another origin conflicts with that version: two regions wrote the next
+    /// version of the key concurrently. Both stay stored. The winner is the version whose
+    /// origin `winners` names for that key and key_seq (the node's `resolve` plugins'
+    /// verdict), if it names one of the two, else the one with the greater `(hlc, origin)`:
+    /// every region decides alike. The index keeps the winner, so a third region's version
+    /// is compared with it. In the same commit a conflict record, a message of this store's
+    /// own origin, goes to the stream bound to `$conflict.<stream>` (`<stream>-conflicts`,
+    /// created with default retention if no stream takes that subject): subject
+    /// `$conflict.<stream>`, id `conflict:<stream>:<key>:<key_seq>:<loser origin>:<loser
+    /// origin_seq>` (so a conflict recorded again is a duplicate), the key, an empty
+    /// payload, and headers `tern-conflict-stream`, `tern-conflict-key-seq`,
+    /// `tern-conflict-winner` and `tern-conflict-loser` (`<origin>/<origin_seq>`),
+    /// `tern-conflict-winner-seq` and `tern-conflict-loser-seq` (their local sequences in
+    /// `stream` here) and `tern-conflict-decided-by` (`resolver` or `default-order`). The
+    /// report counts them in `conflicts`. If a conflict's record cannot be stored (the
+    /// conflict stream's name would be too long, or a stream of that name takes other
+    /// subjects), the merge fails with [`StoreError::BadMerge`] and stores nothing.
+    ///
+    /// The index keeps the newest 64 versions of each key: a conflict with an older
+    /// version, or with one stored before the index existed, goes undetected. A decision in
+    /// `winners` whose key or origin is longer than a record can hold cannot match a
+    /// message and is dropped.
     pub async fn merge(
         &self,
         stream: &str,
         msgs: Vec<StoredMessage>,
+        winners: Vec<Decided>,
         state: Vec<(String, Option<Vec<u8>>)>,
     ) -> Result<MergeReport, StoreError> {
         // Encoded in the caller's task, as appends are.
         let msgs = records::merged(stream, msgs)?;
+        let winners = change::decidable(winners);
         let stream = stream.to_owned();
         if let Some(log) = self.log.get() {
             let c = Change::Merge {
                 stream,
                 msgs,
+                winners,
                 state,
             };
             return replicate(log, c).await?.into_merge();
@@ -484,9 +531,37 @@ impl Store {
         let merge = writer::Merge {
             stream,
             msgs,
+            winners,
             state,
         };
         self.call(|reply| Op::Merge { merge, reply }).await?
+    }
+
+    /// The stored message holding version `key_seq` of `key` in `stream`, as of the latest
+    /// commit: `None` if the versions index has no such version (it keeps the newest 64 of
+    /// each key; after a conflict, the winner's) or the message was purged since.
+    pub fn version(
+        &self,
+        stream: &str,
+        key: &str,
+        key_seq: u64,
+    ) -> Result<Option<StoredMessage>, StoreError> {
+        let (sid, st) = self.sid(stream)?;
+        // Begun after the view was taken, so it holds at least that commit.
+        let txn = self.db()?.begin_read()?;
+        let index = txn.open_table(VERSIONS)?;
+        let Some(v) = versions::held(&index, sid, key, key_seq)? else {
+            return Ok(None);
+        };
+        let table = txn.open_table(MSGS)?;
+        let m = chunks::get(&table, sid, v.local_seq, st.first_seq)?;
+        match m {
+            // The index names only messages of that key and version.
+            Some(m) if m.key.as_deref() != Some(key) || m.key_seq != key_seq => {
+                Err(StoreError::Corrupt("version"))
+            }
+            m => Ok(m),
+        }
     }
 
     /// The stream's version vector as of the latest commit: each origin with the highest
@@ -785,6 +860,7 @@ pub(crate) fn load(db: &Database) -> Result<BTreeMap<String, StreamRecord>, Stor
         txn.open_table(DEDUP)?;
         txn.open_table(DEDUP_EXPIRY)?;
         txn.open_table(KEYS)?;
+        txn.open_table(VERSIONS)?;
         txn.open_table(VECTORS)?;
         txn.open_table(GROUPS)?;
         txn.open_table(STATE)?;

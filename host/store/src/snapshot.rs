@@ -12,6 +12,11 @@
 //! no such rows) still installs, with empty vectors: stores of that version held only
 //! messages of their own origin.
 //!
+//! Version 3 added table 11, the versions index (versions.rs). A snapshot of version 1 or 2
+//! (which has no such rows) still installs, with an empty index: the versions it holds are
+//! not indexed, so a conflict with one of them goes undetected, as for a store that was
+//! written before the index. A snapshot holds no table beyond those of its version.
+//!
 //! Writing streams from a read transaction: the store keeps taking writes meanwhile.
 //! Installing checks the whole stream (crc, row count, every key and value decodable)
 //! before it replaces anything, then replaces every table in one durable transaction: a
@@ -28,9 +33,21 @@ use crate::error::StoreError;
 use crate::tables::*;
 
 const MAGIC: &[u8; 8] = b"TERNSTOR";
-const VERSION: u8 = 2;
+const VERSION: u8 = 3;
+/// The version before the versions index; read, never written.
+const VERSION_NO_VERSIONS: u8 = 2;
 /// The version before the version vector table; read, never written.
 const VERSION_NO_VECTORS: u8 = 1;
+
+/// The last table a snapshot of `version` may hold, if this build reads that version.
+fn last_table(version: u8) -> Option<u8> {
+    match version {
+        VERSION => Some(11),
+        VERSION_NO_VERSIONS => Some(10),
+        VERSION_NO_VECTORS => Some(9),
+        _ => None,
+    }
+}
 /// Largest key or value a snapshot row may carry (a message chunk is far smaller).
 const CELL_BYTES_MAX: u32 = 256 * 1024 * 1024;
 
@@ -45,6 +62,10 @@ enum Shape {
     U32U64,
     /// `(u32, &str)`: the integer, then the string's bytes.
     U32Str,
+    /// `(u32, &str, u64)`: the string's length (redb's varint: one byte below 254, else 254
+    /// and a u16 or 255 and a u32, little-endian), the integer, the string's bytes, the
+    /// 8-byte integer.
+    U32StrU64,
 }
 
 impl Shape {
@@ -55,6 +76,19 @@ impl Shape {
             Shape::U64 => b.len() == 8,
             Shape::U32U64 => b.len() == 12,
             Shape::U32Str => b.len() >= 4 && std::str::from_utf8(&b[4..]).is_ok(),
+            Shape::U32StrU64 => {
+                let (len, at) = match b.first() {
+                    Some(&n) if n < 254 => (usize::from(n), 1),
+                    Some(254) if b.len() >= 3 => (usize::from(u16::from_le_bytes([b[1], b[2]])), 3),
+                    Some(255) if b.len() >= 5 => {
+                        (u32::from_le_bytes([b[1], b[2], b[3], b[4]]) as usize, 5)
+                    }
+                    _ => return false,
+                };
+                let str_at: usize = at + 4;
+                b.len() == str_at.saturating_add(len).saturating_add(8)
+                    && std::str::from_utf8(&b[str_at..str_at + len]).is_ok()
+            }
         }
     }
 }
@@ -77,6 +111,7 @@ macro_rules! each_table {
         $m!(8, PENDING, Shape::U32U64, Shape::U32U64);
         $m!(9, STATE, Shape::Str, Shape::Bytes);
         $m!(10, VECTORS, Shape::U32Str, Shape::U64);
+        $m!(11, VERSIONS, Shape::U32StrU64, Shape::Bytes);
     }};
 }
 
@@ -191,6 +226,8 @@ struct Rows<R> {
     crc: crc32fast::Hasher,
     /// The tag of the row not yet consumed (0 at the end).
     next: u8,
+    /// The last table the snapshot's version has.
+    last_table: u8,
     rows: u64,
     key: Vec<u8>,
     value: Vec<u8>,
@@ -202,6 +239,7 @@ impl<R: Read> Rows<R> {
             inner,
             crc: crc32fast::Hasher::new(),
             next: 0,
+            last_table: 0,
             rows: 0,
             key: Vec::new(),
             value: Vec::new(),
@@ -211,12 +249,8 @@ impl<R: Read> Rows<R> {
         if &head[..8] != MAGIC {
             return Err(bad("not a tern store snapshot"));
         }
-        if head[8] != VERSION && head[8] != VERSION_NO_VECTORS {
-            return Err(bad(format!(
-                "snapshot version {} is not supported",
-                head[8]
-            )));
-        }
+        r.last_table = last_table(head[8])
+            .ok_or_else(|| bad(format!("snapshot version {} is not supported", head[8])))?;
         r.next = r.byte()?;
         Ok(r)
     }
@@ -250,7 +284,9 @@ impl<R: Read> Rows<R> {
     /// Reads the row tagged `self.next`, then the next tag.
     fn advance(&mut self) -> Result<(), StoreError> {
         let tag = self.next;
-        let (ks, vs) = shapes(tag).ok_or_else(|| bad(format!("unknown table {tag}")))?;
+        let (ks, vs) = shapes(tag)
+            .filter(|_| tag <= self.last_table)
+            .ok_or_else(|| bad(format!("unknown table {tag}")))?;
         self.key = self.cell()?;
         self.value = self.cell()?;
         if !ks.valid(&self.key) || !vs.valid(&self.value) {
@@ -361,5 +397,24 @@ mod tests {
         assert!(Shape::U32U64.valid(&k));
         assert!(!Shape::U32Str.valid(&[1, 2, 3]));
         assert!(!Shape::Str.valid(&[0xff]));
+        let k: Vec<u8> = <(u32, &str, u64) as Value>::as_bytes(&(7, "abc", 9));
+        assert_eq!(k, [3, 7, 0, 0, 0, b'a', b'b', b'c', 9, 0, 0, 0, 0, 0, 0, 0]);
+        assert!(Shape::U32StrU64.valid(&k));
+        for cut in 0..k.len() {
+            assert!(!Shape::U32StrU64.valid(&k[..cut]), "cut at {cut}");
+        }
+        for (len, prefix) in [(400, 3), (70_000, 5)] {
+            let long = "x".repeat(len);
+            let k: Vec<u8> = <(u32, &str, u64) as Value>::as_bytes(&(1, long.as_str(), 2));
+            assert_eq!(k.len(), prefix + 4 + len + 8);
+            assert!(Shape::U32StrU64.valid(&k), "{len}");
+            let mut bad = k.clone();
+            bad.push(0);
+            assert!(!Shape::U32StrU64.valid(&bad), "{len}");
+        }
+        let mut bad_utf8 = k.clone();
+        bad_utf8[5] = 0xff;
+        assert!(!Shape::U32StrU64.valid(&bad_utf8));
+        assert!(!Shape::U32StrU64.valid(&[255, 1]));
     }
 }

@@ -21,6 +21,13 @@ pub(crate) const DEDUP_EXPIRY: TableDefinition<(u32, u64), &[u8]> =
     TableDefinition::new("dedup_expiry");
 /// (stream id, key) -> highest key_seq stored for that key.
 pub(crate) const KEYS: TableDefinition<(u32, &str), u64> = TableDefinition::new("keys");
+/// (stream id, key, key_seq) -> version record (records.rs): the versions index, whose
+/// version of the key each key_seq is and where it is stored, for the newest
+/// [`crate::versions::VERSIONS_PER_KEY`] versions of each key (see versions.rs). A file
+/// written before the index has no such table; it is created empty (older versions of a
+/// key are not indexed), so the file format did not change.
+pub(crate) const VERSIONS: TableDefinition<(u32, &str, u64), &[u8]> =
+    TableDefinition::new("versions");
 /// (stream id, origin) -> the highest origin_seq of that origin a merge stored or found a
 /// duplicate of (lower ones the stream lacks were passed over): the stream's version vector,
 /// but for this store's own origin, whose counter is in the stream record.

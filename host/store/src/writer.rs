@@ -20,7 +20,8 @@ use crate::dedup;
 use crate::error::StoreError;
 use crate::records::{self, GroupRecord, Prepared, StreamRecord};
 use crate::tables::*;
-use crate::{MergeReport, PurgeReport, Shared, StoreOptions};
+use crate::versions::{self, Decisions, Incoming, Target};
+use crate::{Decided, MergeReport, PurgeReport, Shared, StoreOptions};
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
@@ -100,6 +101,8 @@ pub(crate) struct Merge {
     pub stream: String,
     /// Records stamped by their origin.
     pub msgs: Vec<Prepared>,
+    /// The caller's winners of conflicts the messages may meet.
+    pub winners: Vec<Decided>,
     /// State-table writes that commit with the messages.
     pub state: Vec<(String, Option<Vec<u8>>)>,
 }
@@ -264,6 +267,8 @@ pub(crate) struct BatchState {
     route: Option<(String, String)>,
     /// The clock of the log entry being applied; the wall clock when `None`.
     clock_ms: Option<u64>,
+    /// Scratch space for a versions index record.
+    version_buf: Vec<u8>,
 }
 
 impl BatchState {
@@ -358,6 +363,7 @@ struct Tables<'t> {
     dedup: dedup::DedupTable<'t>,
     expiry: Table<'t, (u32, u64), &'static [u8]>,
     keys: Table<'t, (u32, &'static str), u64>,
+    versions: versions::VersionsTable<'t>,
     vectors: Table<'t, (u32, &'static str), u64>,
     groups: Table<'t, (u32, &'static str), &'static [u8]>,
     pending: Table<'t, (u32, u64), (u32, u64)>,
@@ -373,6 +379,7 @@ impl<'t> Tables<'t> {
             dedup: txn.open_table(DEDUP)?,
             expiry: txn.open_table(DEDUP_EXPIRY)?,
             keys: txn.open_table(KEYS)?,
+            versions: txn.open_table(VERSIONS)?,
             vectors: txn.open_table(VECTORS)?,
             groups: txn.open_table(GROUPS)?,
             pending: txn.open_table(PENDING)?,
@@ -778,11 +785,13 @@ impl Writer {
             Change::Merge {
                 stream,
                 msgs,
+                winners,
                 state,
             } => {
                 let merge = Merge {
                     stream,
                     msgs,
+                    winners,
                     state,
                 };
                 Outcome::Merge(self.merge(merge, t, streams, hlc, batch)?)
@@ -839,6 +848,9 @@ impl Writer {
             }
         }
         *hlc = (*hlc + 1).max(batch.now_ms() << 16);
+        // The own-origin sequence counts this store's messages only, so merged ones leave no
+        // gap in it; it lives in the stream record, so stamping reads no table.
+        let origin_seq = rec.own_seq + 1;
         let key_seq = match &m.key {
             Some(k) => {
                 let next = t
@@ -848,13 +860,14 @@ impl Writer {
                     .unwrap_or(0)
                     + 1;
                 t.keys.insert((sid, k.as_str()), next)?;
+                let buf = &mut batch.version_buf;
+                records::encode_version(buf, &self.opts.origin, origin_seq, *hlc, seq);
+                versions::index_next(&mut t.versions, sid, k, next, buf)?;
                 next
             }
             None => 0,
         };
-        // The own-origin sequence counts this store's messages only, so merged ones leave no
-        // gap in it; it lives in the stream record, so stamping reads no table.
-        rec.own_seq += 1;
+        rec.own_seq = origin_seq;
         m.stamp(*hlc, rec.own_seq, key_seq);
         let id = m.id.clone();
         let size = m.size_bytes;
@@ -874,7 +887,8 @@ impl Writer {
         }))
     }
 
-    /// Merge messages another region accepted into a stream (see [`crate::Store::merge`]).
+    /// Merge messages another region accepted into a stream (see [`crate::Store::merge`]),
+    /// detecting conflicts with the versions index and recording them (versions.rs).
     /// Every message is checked before any is stored: a refusal stores nothing, state
     /// writes included, and is `Ok(Err(..))`. `Err` is a storage failure that voids the
     /// whole transaction.
@@ -889,8 +903,17 @@ impl Writer {
         let Merge {
             stream,
             msgs,
+            winners,
             state,
         } = merge;
+        if !streams.contains_key(&stream) {
+            return Ok(Err(StoreError::StreamNotFound(stream)));
+        }
+        // Where conflict records would go: only a message with a key can conflict.
+        let target = msgs
+            .iter()
+            .any(|m| m.key.is_some())
+            .then(|| versions::target(&stream, streams));
         let Some(rec) = streams.get_mut(&stream) else {
             return Ok(Err(StoreError::StreamNotFound(stream)));
         };
@@ -952,6 +975,16 @@ impl Writer {
                 stamps.push((at, s.hlc, s.origin_seq, s.key_seq));
             }
         }
+        if let Some(Err(why)) = &target {
+            // A conflict whose record cannot be stored refuses the merge before anything
+            // is stored.
+            if let Some(index) = possible_conflict(&msgs, &stamps, &origins, sid, t)? {
+                let why = format!("it may conflict with a version held here, and {why}");
+                return refuse(index, why, None);
+            }
+        }
+        let decisions = Decisions::new(&winners);
+        let mut conflicts = Vec::new();
         let mut report = MergeReport::default();
         for (m, (at, msg_hlc, origin_seq, key_seq)) in msgs.into_iter().zip(stamps) {
             let held = &mut origins[at];
@@ -977,6 +1010,20 @@ impl Writer {
                 if key_seq > known {
                     t.keys.insert((sid, k.as_str()), key_seq)?;
                 }
+                let v = Incoming {
+                    key: k,
+                    key_seq,
+                    origin: &origins[at].origin,
+                    origin_seq,
+                    hlc: msg_hlc,
+                    local_seq: seq,
+                };
+                let buf = &mut batch.version_buf;
+                if let Some(c) =
+                    versions::index_merged(&mut t.versions, sid, known, v, &decisions, buf)?
+                {
+                    conflicts.push(c);
+                }
             }
             // Later local stamps order after every merged one.
             *hlc = (*hlc).max(msg_hlc);
@@ -992,6 +1039,24 @@ impl Writer {
         }
         for held in origins.iter().filter(|h| h.moved) {
             t.vectors.insert((sid, held.origin.as_str()), held.seq)?;
+        }
+        if !conflicts.is_empty() {
+            // The records' stream was found usable before anything was stored (or the merge
+            // was refused), so what follows cannot refuse them: if it did, the merge would
+            // be half stored, and the whole transaction is voided instead.
+            match target {
+                Some(Ok(Target::Bound)) => {}
+                Some(Ok(Target::Create(config))) => {
+                    batch.route = None;
+                    self.create_stream(config, t, streams)??;
+                }
+                Some(Err(_)) | None => return Err(StoreError::Corrupt("conflict stream")),
+            }
+            for c in &conflicts {
+                let m = Prepared::new(versions::record(&stream, c), &self.opts.origin);
+                self.append_one(m, t, streams, hlc, batch)??;
+                report.conflicts += 1;
+            }
         }
         if report.stored > 0 && !batch.touched.contains(&stream) {
             // Retention and the stream row are seen to before the commit, as for appends.
@@ -1104,6 +1169,47 @@ impl Writer {
     }
 }
 
+/// The index of the first message of a merge that may conflict with a version of its key
+/// (the merge's `stamps` and `origins` as [`Writer::merge`] computes them): one the merge
+/// would not skip as covered whose version the index holds from another origin, or that an
+/// earlier message of the merge has from another origin. It finds every conflict the merge
+/// would (and perhaps more: it does not look for duplicates or at the window).
+fn possible_conflict(
+    msgs: &[Prepared],
+    stamps: &[(usize, u64, u64, u64)],
+    origins: &[Held],
+    sid: u32,
+    t: &Tables<'_>,
+) -> Result<Option<usize>, StoreError> {
+    let mut reached: Vec<u64> = origins.iter().map(|h| h.seq).collect();
+    let mut seen: BTreeMap<(&str, u64), &str> = BTreeMap::new();
+    for (index, (m, &(at, _, origin_seq, key_seq))) in msgs.iter().zip(stamps).enumerate() {
+        if origin_seq <= reached[at] {
+            continue;
+        }
+        reached[at] = origin_seq;
+        let Some(key) = m.key.as_deref() else {
+            continue;
+        };
+        let origin = origins[at].origin.as_str();
+        let first = match seen.get(&(key, key_seq)) {
+            Some(&first) => first,
+            None => {
+                let held = versions::held(&t.versions, sid, key, key_seq)?;
+                if held.is_some_and(|h| h.origin != origin) {
+                    return Ok(Some(index));
+                }
+                seen.insert((key, key_seq), origin);
+                origin
+            }
+        };
+        if first != origin {
+            return Ok(Some(index));
+        }
+    }
+    Ok(None)
+}
+
 /// A stream's state after message `seq` of `size` bytes, stored at `time_ms`, was added.
 fn count_stored(st: &mut StreamState, seq: u64, size: u64, time_ms: u64) {
     if st.msgs == 0 {
@@ -1185,6 +1291,8 @@ fn delete_stream(
         .retain_in((sid, 0)..=(sid, u64::MAX), |_, _| false)?;
     dedup::remove_stream(&mut t.dedup, sid)?;
     t.keys.retain_in((sid, "")..(sid + 1, ""), |_, _| false)?;
+    t.versions
+        .retain_in((sid, "", 0)..(sid + 1, "", 0), |_, _| false)?;
     t.vectors
         .retain_in((sid, "")..(sid + 1, ""), |_, _| false)?;
     let mut gids = Vec::new();

@@ -1,12 +1,14 @@
 //! Applying replicated log entries: every node that applies the same entries in the same
-//! order ends with the same stream content, stamps included, whatever its wall clock says.
+//! order ends with the same stream content, stamps included, whatever its wall clock says;
+//! and a store whose changes go through a log merges, indexes versions and records
+//! conflicts as a lone one does.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use tern_proto::{PubMessage, StreamConfig};
 use tern_store::{
-    Change, LogEntry, LogFuture, MergeReport, Outcome, Prepared, ReplicatedLog, Store,
+    Change, Decided, LogEntry, LogFuture, MergeReport, Outcome, Prepared, ReplicatedLog, Store,
     StoreOptions, StoredMessage,
 };
 
@@ -344,6 +346,7 @@ async fn a_merge_through_the_log_matches_a_direct_one() {
             .merge(
                 "orders",
                 vec![remote(1, "u1", 4), remote(3, "dup", 5), remote(5, "u5", 6)],
+                Vec::new(),
                 state,
             )
             .await
@@ -352,6 +355,7 @@ async fn a_merge_through_the_log_matches_a_direct_one() {
             .merge(
                 "orders",
                 vec![remote(5, "u5", 6), remote(6, "u6", 2)],
+                Vec::new(),
                 Vec::new(),
             )
             .await
@@ -363,6 +367,7 @@ async fn a_merge_through_the_log_matches_a_direct_one() {
                     subject: "billing.us".into(),
                     ..remote(7, "u7", 1)
                 }],
+                Vec::new(),
                 Vec::new(),
             )
             .await
@@ -386,12 +391,14 @@ async fn a_merge_through_the_log_matches_a_direct_one() {
             MergeReport {
                 stored: 2,
                 covered: 0,
-                duplicates: 1
+                duplicates: 1,
+                conflicts: 0,
             },
             MergeReport {
                 stored: 1,
                 covered: 1,
-                duplicates: 0
+                duplicates: 0,
+                conflicts: 0,
             }
         )
     );
@@ -432,5 +439,126 @@ async fn a_merge_through_the_log_matches_a_direct_one() {
             (5, "us", 6, 2),
             (6, "eu", 3, 7),
         ]
+    );
+}
+
+/// Conflicts found through the log are those a lone store finds: the same reports, the
+/// same winners in the versions index, the same conflict records (but for the clocks of
+/// each store's own messages, which come from each one's commit).
+#[tokio::test]
+async fn conflicts_through_the_log_match_direct_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let lone = open(dir.path(), "lone.redb");
+    let logged = open(dir.path(), "logged.redb");
+    let log = Arc::new(Loopback(std::sync::OnceLock::new()));
+    let _ = log.0.set(logged.clone());
+    logged.attach_log(log);
+
+    // Clocks that win and lose against any local one, whichever store stamps it.
+    let late = (tern_store::now_ms() + 3_600_000) << 16;
+    let early = 1 << 16;
+    let version = |origin: &str, origin_seq: u64, key: &str, hlc: u64| StoredMessage {
+        subject: format!("orders.{origin}"),
+        id: format!("{origin}-{origin_seq}"),
+        key: Some(key.into()),
+        origin: origin.into(),
+        origin_seq,
+        key_seq: 1,
+        hlc,
+        ..StoredMessage::default()
+    };
+    let mut seen = Vec::new();
+    for s in [&lone, &logged] {
+        s.create_stream(StreamConfig {
+            name: "orders".into(),
+            subjects: vec!["orders.>".into()],
+            ..StreamConfig::default()
+        })
+        .await
+        .unwrap();
+        for key in ["k1", "k2"] {
+            let r = s
+                .append(vec![PubMessage {
+                    subject: "orders.eu".into(),
+                    id: Some(format!("eu-{key}")),
+                    key: Some(key.into()),
+                    ..PubMessage::default()
+                }])
+                .await;
+            assert!(r[0].is_ok());
+        }
+        let msgs = vec![
+            // Wins against eu's k1 by the default order ...
+            version("us", 1, "k1", late),
+            // ... loses against eu's k2 ...
+            version("us", 2, "k2", early),
+            // ... and loses to ap's k1 by the caller's decision.
+            version("ap", 1, "k1", early),
+        ];
+        let winners = vec![Decided {
+            key: "k1".into(),
+            key_seq: 1,
+            origin: "ap".into(),
+        }];
+        let first = s.merge("orders", msgs, winners, Vec::new()).await.unwrap();
+        let again = s
+            .merge(
+                "orders",
+                vec![version("us", 1, "k1", late)],
+                Vec::new(),
+                Vec::new(),
+            )
+            .await
+            .unwrap();
+        let winner = |key| s.version("orders", key, 1).unwrap().unwrap().id;
+        let records: Vec<_> = s
+            .read("orders-conflicts", 1, 100, usize::MAX)
+            .unwrap()
+            .into_iter()
+            .map(|m| (m.seq, m.id, m.key, m.origin, m.origin_seq, m.headers))
+            .collect();
+        seen.push((first, again, winner("k1"), winner("k2"), records));
+    }
+    assert_eq!(seen[0], seen[1]);
+    let (first, again, k1, k2, records) = &seen[0];
+    assert_eq!(
+        (*first, *again),
+        (
+            MergeReport {
+                stored: 3,
+                covered: 0,
+                duplicates: 0,
+                conflicts: 3,
+            },
+            MergeReport {
+                stored: 0,
+                covered: 1,
+                duplicates: 0,
+                conflicts: 0,
+            }
+        )
+    );
+    assert_eq!((k1.as_str(), k2.as_str()), ("ap-1", "eu-k2"));
+    let ids: Vec<_> = records.iter().map(|r| r.1.as_str()).collect();
+    assert_eq!(
+        ids,
+        vec![
+            "conflict:orders:k1:1:eu:1",
+            "conflict:orders:k2:1:us:2",
+            "conflict:orders:k1:1:us:1",
+        ]
+    );
+    let decided_by: Vec<_> = records
+        .iter()
+        .map(|r| {
+            r.5.iter()
+                .find(|(k, _)| k == "tern-conflict-decided-by")
+                .map(|(_, v)| v.as_str())
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        decided_by,
+        vec!["default-order", "default-order", "resolver"]
     );
 }

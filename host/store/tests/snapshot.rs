@@ -1,7 +1,8 @@
 //! Store snapshots: a store installed from another's snapshot holds the same streams,
-//! messages, dedup index, version vectors, consumer groups and node state, and keeps working
-//! from there; a snapshot of the version before vectors still installs; a damaged snapshot
-//! is refused and the store it was meant for is left as it was.
+//! messages, dedup index, version vectors, versions index, consumer groups and node state,
+//! and keeps working from there; snapshots of the versions before vectors and before the
+//! versions index still install; a damaged snapshot is refused and the store it was meant
+//! for is left as it was.
 
 use std::io::{Seek, SeekFrom, Write};
 
@@ -220,7 +221,9 @@ fn from_us(seqs: std::ops::RangeInclusive<u64>) -> Vec<StoredMessage> {
 async fn a_snapshot_carries_the_version_vectors() {
     let dir = tempfile::tempdir().unwrap();
     let a = source(dir.path()).await;
-    a.merge("orders", from_us(1..=3), Vec::new()).await.unwrap();
+    a.merge("orders", from_us(1..=3), Vec::new(), Vec::new())
+        .await
+        .unwrap();
     let file = snapshot_file(&a, dir.path()).await;
     let b = open(dir.path(), "b.redb");
     b.install_snapshot(file).await.unwrap();
@@ -230,13 +233,17 @@ async fn a_snapshot_carries_the_version_vectors() {
     // Both go on identically: covered messages stay covered, and the own counter and
     // the key index continue.
     for s in [&a, &b] {
-        let r = s.merge("orders", from_us(2..=4), Vec::new()).await.unwrap();
+        let r = s
+            .merge("orders", from_us(2..=4), Vec::new(), Vec::new())
+            .await
+            .unwrap();
         assert_eq!(
             r,
             MergeReport {
                 stored: 1,
                 covered: 2,
-                duplicates: 0
+                duplicates: 0,
+                conflicts: 0,
             }
         );
         s.append(vec![msg("orders.eu", "after", "k0")]).await[0]
@@ -252,25 +259,58 @@ async fn a_snapshot_carries_the_version_vectors() {
     assert_eq!(tail(&b).1, (301, 105));
 }
 
+/// `snap` as a snapshot of an older `version` wrote it: without the rows of the tables
+/// that version did not have (10, the vectors, before version 2; 11, the versions index,
+/// before version 3), with that version byte, and the row count and checksum to match.
+fn older(snap: &[u8], version: u8) -> Vec<u8> {
+    let last_table = match version {
+        1 => 9,
+        2 => 10,
+        v => panic!("no layout for version {v}"),
+    };
+    let mut out = snap[..9].to_vec();
+    out[8] = version;
+    let (mut at, mut rows) = (9, 0u64);
+    while snap[at] != 0 {
+        let mut end = at + 1;
+        for _ in 0..2 {
+            let len = u32::from_le_bytes(snap[end..end + 4].try_into().unwrap());
+            end += 4 + len as usize;
+        }
+        if snap[at] <= last_table {
+            out.extend_from_slice(&snap[at..end]);
+            rows += 1;
+        }
+        at = end;
+    }
+    out.push(0);
+    out.extend_from_slice(&rows.to_le_bytes());
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+async fn snapshot_bytes(store: &Store) -> Vec<u8> {
+    let mut snap = Vec::new();
+    store.snapshot().await.unwrap().write_to(&mut snap).unwrap();
+    assert_eq!(snap[8], 3);
+    snap
+}
+
 #[tokio::test]
 async fn a_version_1_snapshot_installs_with_empty_vectors() {
     let dir = tempfile::tempdir().unwrap();
     let a = source(dir.path()).await;
-    let mut snap = Vec::new();
-    a.snapshot().await.unwrap().write_to(&mut snap).unwrap();
-    // Version 1 was this layout without the vector table (empty here) and version byte 1.
-    assert_eq!(snap[8], 2);
-    snap[8] = 1;
-    let body = snap.len() - 4;
-    let crc = crc32fast::hash(&snap[..body]);
-    snap[body..].copy_from_slice(&crc.to_le_bytes());
+    let snap = older(&snapshot_bytes(&a).await, 1);
     let path = dir.path().join("v1");
     std::fs::write(&path, &snap).unwrap();
 
     // The target's own vectors are replaced like every other table.
     let b = open(dir.path(), "b.redb");
     stream(&b, "orders").await;
-    b.merge("orders", from_us(1..=2), Vec::new()).await.unwrap();
+    b.merge("orders", from_us(1..=2), Vec::new(), Vec::new())
+        .await
+        .unwrap();
     b.install_snapshot(std::fs::File::open(&path).unwrap())
         .await
         .unwrap();
@@ -279,4 +319,115 @@ async fn a_version_1_snapshot_installs_with_empty_vectors() {
         b.vector("orders").unwrap(),
         vec![("local".to_string(), 300)]
     );
+    assert!(a.version("orders", "k0", 43).unwrap().is_some());
+    assert_eq!(b.version("orders", "k0", 43).unwrap(), None);
+}
+
+/// A merged version that conflicts with one of this store's own, and wins.
+fn conflicting(key_seq: u64, origin: &str, hlc: u64) -> StoredMessage {
+    StoredMessage {
+        subject: format!("orders.{origin}"),
+        id: format!("{origin}-k0-{key_seq}"),
+        key: Some("k0".into()),
+        origin: origin.into(),
+        origin_seq: 1,
+        key_seq,
+        hlc,
+        ..StoredMessage::default()
+    }
+}
+
+#[tokio::test]
+async fn a_version_2_snapshot_installs_with_an_empty_versions_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = source(dir.path()).await;
+    a.merge("orders", from_us(1..=2), Vec::new(), Vec::new())
+        .await
+        .unwrap();
+    let now = snapshot_bytes(&a).await;
+    let path = dir.path().join("v2");
+    std::fs::write(&path, older(&now, 2)).unwrap();
+    let b = open(dir.path(), "b.redb");
+    b.install_snapshot(std::fs::File::open(&path).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(contents(&a), contents(&b));
+    assert_eq!(b.vector("orders").unwrap(), a.vector("orders").unwrap());
+    assert_eq!(b.version("orders", "k0", 43).unwrap(), None);
+    // A version it holds is not compared: no conflict, where `a` finds one.
+    let late = (tern_store::now_ms() + 60_000) << 16;
+    for (s, conflicts) in [(&a, 1), (&b, 0)] {
+        let r = s
+            .merge(
+                "orders",
+                vec![conflicting(43, "ap", late)],
+                Vec::new(),
+                Vec::new(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.conflicts, conflicts);
+    }
+    // A snapshot of version 2 holding the index's table is damaged.
+    let mut v2_with_index = now.clone();
+    v2_with_index[8] = 2;
+    let body = v2_with_index.len() - 4;
+    let crc = crc32fast::hash(&v2_with_index[..body]);
+    v2_with_index[body..].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&path, &v2_with_index).unwrap();
+    match b
+        .install_snapshot(std::fs::File::open(&path).unwrap())
+        .await
+    {
+        Err(StoreError::BadSnapshot(why)) => assert!(why.contains("table 11"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_snapshot_carries_the_versions_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = source(dir.path()).await;
+    let late = (tern_store::now_ms() + 60_000) << 16;
+    let r = a
+        .merge(
+            "orders",
+            vec![conflicting(43, "us", late)],
+            Vec::new(),
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.conflicts, 1);
+    let file = snapshot_file(&a, dir.path()).await;
+    let b = open(dir.path(), "b.redb");
+    b.install_snapshot(file).await.unwrap();
+    // The conflict record came along with every other message.
+    assert_eq!(contents(&a), contents(&b));
+    for (key, key_seq) in [("k0", 43), ("k0", 10), ("k6", 42), ("k0", 44)] {
+        assert_eq!(
+            a.version("orders", key, key_seq).unwrap(),
+            b.version("orders", key, key_seq).unwrap(),
+            "{key} {key_seq}"
+        );
+    }
+    assert_eq!(b.version("orders", "k0", 43).unwrap().unwrap().origin, "us");
+    // Both go on alike: a third region's version is compared with the winner.
+    let mut decided = Vec::new();
+    for s in [&a, &b] {
+        let r = s
+            .merge(
+                "orders",
+                vec![conflicting(43, "ap", 5 << 16)],
+                Vec::new(),
+                Vec::new(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.conflicts, 1);
+        let records = s.read("orders-conflicts", 2, 10, usize::MAX).unwrap();
+        decided.push((records[0].id.clone(), records[0].headers.clone()));
+    }
+    assert_eq!(decided[0], decided[1]);
+    assert_eq!(decided[0].0, "conflict:orders:k0:43:ap:1");
 }

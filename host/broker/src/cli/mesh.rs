@@ -33,6 +33,8 @@ struct Link {
     stored: u64,
     skipped: u64,
     denied: u64,
+    #[serde(default)]
+    conflicts: u64,
     last_error: Option<String>,
 }
 
@@ -63,14 +65,14 @@ fn render(s: &Status) -> String {
     }
     let _ = writeln!(
         out,
-        "{:<16} {:<16} {:<10} {:>10} {:>8} {:>10} {:>8} {:>7}  last error",
-        "from", "stream", "state", "after", "lag", "stored", "skipped", "denied"
+        "{:<16} {:<16} {:<10} {:>10} {:>8} {:>10} {:>8} {:>7} {:>9}  last error",
+        "from", "stream", "state", "after", "lag", "stored", "skipped", "denied", "conflicts"
     );
     for l in &s.links {
         let lag = l.lag.map_or("-".to_string(), |n| n.to_string());
         let _ = writeln!(
             out,
-            "{:<16} {:<16} {:<10} {:>10} {:>8} {:>10} {:>8} {:>7}  {}",
+            "{:<16} {:<16} {:<10} {:>10} {:>8} {:>10} {:>8} {:>7} {:>9}  {}",
             l.region,
             l.stream,
             l.state,
@@ -79,6 +81,7 @@ fn render(s: &Status) -> String {
             l.stored,
             l.skipped,
             l.denied,
+            l.conflicts,
             l.last_error.as_deref().unwrap_or("-")
         );
     }
@@ -93,7 +96,7 @@ mod tests {
     fn renders_each_link() {
         let json = r#"{"region":"us-east","stored":5,"skipped":0,"denied_sending":2,"denied_receiving":1,
             "links":[{"region":"eu-west","stream":"orders","state":"up","after":9,"source_last_seq":12,
-            "lag":3,"stored":5,"skipped":0,"denied":1,"last_error":null,"since_ms":1}]}"#;
+            "lag":3,"stored":5,"skipped":0,"denied":1,"conflicts":2,"last_error":null,"since_ms":1}]}"#;
         let s: Status = serde_json::from_str(json).unwrap();
         let text = render(&s);
         assert!(
@@ -104,7 +107,7 @@ mod tests {
         let cols: Vec<&str> = row.split_whitespace().collect();
         assert_eq!(
             cols,
-            ["eu-west", "orders", "up", "9", "3", "5", "0", "1", "-"]
+            ["eu-west", "orders", "up", "9", "3", "5", "0", "1", "2", "-"]
         );
     }
 }

@@ -234,18 +234,21 @@ async fn pump(
                 cursor_key(&link.region, stream),
                 Some(last.to_be_bytes().to_vec()),
             )];
-            let report = ctx.store.merge(stream, msgs, state).await?;
+            let winners = super::resolve::winners(&ctx.plugins, &ctx.store, stream, &msgs).await;
+            let report = ctx.store.merge(stream, msgs, winners, state).await?;
             after = last;
             progress = true;
             let skipped = report.covered + report.duplicates;
             MeshStats::add(&ctx.mesh.denied_receiving, denied);
             MeshStats::add(&ctx.mesh.stored, report.stored);
             MeshStats::add(&ctx.mesh.skipped, skipped);
+            MeshStats::add(&ctx.mesh.conflicts, report.conflicts);
             ctx.mesh.link(&link.region, stream, |s| {
                 s.after = last;
                 s.stored += report.stored;
                 s.skipped += skipped;
                 s.denied += denied;
+                s.conflicts += report.conflicts;
                 if s.source_last_seq.is_some_and(|t| t < last) {
                     s.source_last_seq = Some(last);
                 }

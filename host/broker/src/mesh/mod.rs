@@ -17,6 +17,7 @@
 //! `tern::audit`) and counts in the link's statistics.
 
 pub(crate) mod link;
+pub(crate) mod resolve;
 pub(crate) mod send;
 
 use std::collections::BTreeMap;
@@ -162,6 +163,8 @@ pub struct MeshStats {
     /// Messages residency kept from crossing a hop, on this node's side of it.
     pub denied_sending: AtomicU64,
     pub denied_receiving: AtomicU64,
+    /// Copies that met another region's version of their key with the same `key_seq`.
+    pub conflicts: AtomicU64,
     /// Each link's stream, by (region, stream).
     links: Mutex<BTreeMap<(String, String), LinkStatus>>,
 }
@@ -183,6 +186,7 @@ pub struct LinkStatus {
     pub stored: u64,
     pub skipped: u64,
     pub denied: u64,
+    pub conflicts: u64,
     pub last_error: Option<String>,
     /// When `state` last changed, ms since the Unix epoch.
     pub since_ms: u64,
@@ -237,6 +241,7 @@ impl MeshStats {
             "skipped": self.skipped.load(Ordering::Relaxed),
             "denied_sending": self.denied_sending.load(Ordering::Relaxed),
             "denied_receiving": self.denied_receiving.load(Ordering::Relaxed),
+            "conflicts": self.conflicts.load(Ordering::Relaxed),
             "links": self.links(),
         })
         .to_string()
