@@ -106,6 +106,15 @@ impl Node {
         opts.commit_msgs_max = config.storage.commit_msgs_max;
         opts.queue_ops_max = config.storage.queue_ops_max;
         opts.cache_bytes = config.storage.cache_bytes;
+        // Conflicts are found only in streams copied from other regions.
+        opts.versioned_streams = Some(
+            config
+                .mesh
+                .links
+                .iter()
+                .flat_map(|l| l.streams.iter().cloned())
+                .collect(),
+        );
         opts.faults = faults;
         let store = tokio::task::spawn_blocking(move || Store::open(opts))
             .await

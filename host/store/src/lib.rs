@@ -69,6 +69,14 @@ pub struct StoreOptions {
     pub queue_ops_max: usize,
     /// redb page cache. Default 16 MiB.
     pub cache_bytes: usize,
+    /// Streams whose own keyed messages go into the versions index, which a merge
+    /// compares copies from other regions with to find conflicts (versions.rs); `None`, the
+    /// default, means every stream. Each indexed message costs an insert into a table
+    /// ordered by key, whose pages a commit of many keys mostly rewrites: keyed publishing
+    /// ran at a third of its speed with every stream indexed (docs/benchmarks.md), so a
+    /// node indexes only the streams it copies from other regions. Every member of a
+    /// region must have the same set, or their conflict records differ.
+    pub versioned_streams: Option<std::collections::BTreeSet<String>>,
     /// Fault switch for tests; never set in production.
     pub faults: Arc<FaultSwitch>,
 }
@@ -82,6 +90,7 @@ impl StoreOptions {
             commit_msgs_max: 8192,
             queue_ops_max: 4096,
             cache_bytes: CACHE_BYTES_DEFAULT,
+            versioned_streams: None,
             faults: Arc::default(),
         }
     }

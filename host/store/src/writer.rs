@@ -860,9 +860,12 @@ impl Writer {
                     .unwrap_or(0)
                     + 1;
                 t.keys.insert((sid, k.as_str()), next)?;
-                let buf = &mut batch.version_buf;
-                records::encode_version(buf, &self.opts.origin, origin_seq, *hlc, seq);
-                versions::index_next(&mut t.versions, sid, k, next, buf)?;
+                let indexed = self.opts.versioned_streams.as_ref();
+                if indexed.is_none_or(|set| set.contains(&stream)) {
+                    let buf = &mut batch.version_buf;
+                    records::encode_version(buf, &self.opts.origin, origin_seq, *hlc, seq);
+                    versions::index_next(&mut t.versions, sid, k, next, buf)?;
+                }
                 next
             }
             None => 0,

@@ -916,3 +916,28 @@ async fn the_records_go_to_the_stream_bound_to_the_conflict_subject() {
         "{refused:?}"
     );
 }
+
+/// A store that indexes only some streams finds no conflict with its own versions in the
+/// others: they are not in the index (the node indexes the streams it copies in).
+#[tokio::test]
+async fn own_versions_of_streams_not_indexed_find_no_conflict() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = StoreOptions::new(dir.path().join("eu.redb"));
+    opts.origin = "eu".into();
+    opts.versioned_streams = Some(["payments".to_string()].into());
+    let eu = Store::open(opts).unwrap();
+    orders(&eu).await;
+    let m = PubMessage {
+        subject: "orders.k".into(),
+        ..local("e-k", Some("k"))
+    };
+    eu.append(vec![m]).await.remove(0).unwrap();
+    assert_eq!(eu.version("orders", "k", 1).unwrap(), None);
+    let copy = version("us", 1, "k", 1, u64::MAX >> 1);
+    let got = eu
+        .merge("orders", vec![copy], Vec::new(), Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(got, conflicted(1, 0));
+    assert!(records(&eu).is_empty());
+}

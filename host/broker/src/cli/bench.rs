@@ -50,6 +50,10 @@ pub struct BenchArgs {
     /// Target total publish rate in msg/s (0 = as fast as possible).
     #[arg(long, default_value_t = 0)]
     rate: u64,
+    /// Give messages keys `k-0` .. `k-<N-1>` in turn (0: no keys), so that per-key versions
+    /// are kept.
+    #[arg(long, default_value_t = 0)]
+    keys: u64,
     /// Stream to use (created if missing, bound to `<stream>.>`).
     #[arg(long, default_value = "bench")]
     stream: String,
@@ -281,10 +285,11 @@ async fn produce(
     let t0 = Instant::now();
     let mut sent = 0u64;
     let mut hist = new_hist();
-    let msg = |payload: Bytes| PubMessage {
+    let keys = a.keys;
+    let msg = |payload: Bytes, n: u64| PubMessage {
         subject: subject.clone(),
         id: None,
-        key: None,
+        key: (keys > 0).then(|| format!("k-{}", n % keys)),
         headers: Vec::new(),
         payload,
     };
@@ -301,7 +306,7 @@ async fn produce(
             // The messages of a batch leave together, so they share one payload (and its
             // send time) instead of the generator writing a copy for each.
             let body = payload(a.size);
-            let msgs: Vec<_> = (0..n).map(|_| msg(body.clone())).collect();
+            let msgs: Vec<_> = (0..n).map(|i| msg(body.clone(), sent + i)).collect();
             let t = Instant::now();
             let results = client.publish_batch(msgs, a.ack.level()).await?;
             let us = t.elapsed().as_micros() as u64;
@@ -352,7 +357,7 @@ async fn produce(
                 common.clone()
             };
             let t = Instant::now();
-            let ack = client.submit(msg(body), a.ack.level()).await?;
+            let ack = client.submit(msg(body, sent), a.ack.level()).await?;
             if tx.send((t, ack)).await.is_err() {
                 break; // the collector failed; its error is reported below
             }
