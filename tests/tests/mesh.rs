@@ -423,41 +423,42 @@ fn lww_plugin(stream: &str) -> Deploy {
     }
 }
 
+/// Creates `orders` (with lww-resolver on `$.updated_at`) and `events` (no resolver) on
+/// `node`, publishes version 1 of key c-1 to each, and stops the node.
+async fn write_version_then_stop(node: &mut TestNode, id: &str, updated_at: u64) {
+    let client = node.client().await;
+    create(&client, &["orders", "events"]).await;
+    client.deploy_plugin(lww_plugin("orders")).await.unwrap();
+    for stream in ["orders", "events"] {
+        let m = PubMessage {
+            payload: Bytes::from(format!(r#"{{"updated_at":{updated_at}}}"#)),
+            ..msg(&format!("{stream}.updated"), id, "c-1", &[])
+        };
+        assert_eq!(publish(&client, m).await.seq, 1);
+    }
+    client.close().await;
+    if let Some(n) = node.node.take() {
+        n.shutdown().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_versions_of_a_key_are_one_conflict_with_the_same_winner_everywhere() {
     let root = tempfile::tempdir().unwrap();
     let eu_site = Site::new(root.path(), "eu-west", "eu");
     let us_site = Site::new(root.path(), "us-east", "us");
-    // Apart first: each region writes version 1 of the same keys.
-    let mut eu = eu_site.start(Vec::new()).await;
-    let mut us = us_site.start(Vec::new()).await;
-    let (ec, uc) = (eu.client().await, us.client().await);
-    for c in [&ec, &uc] {
-        create(c, &["orders", "events"]).await;
-        // On `orders` the later `updated_at` wins; `events` has no resolver.
-        c.deploy_plugin(lww_plugin("orders")).await.unwrap();
-    }
-    let version = |subject: &str, id: &str, updated_at: u64| PubMessage {
-        payload: Bytes::from(format!(r#"{{"updated_at":{updated_at}}}"#)),
-        ..msg(subject, id, "c-1", &[])
-    };
+    // Apart first: each region writes version 1 of key c-1 while the other is down.
     // us-east writes first with the later `updated_at`; eu-west writes after it (a greater
     // hlc, so eu-west wins by the default order) with the earlier one.
-    for stream in ["orders", "events"] {
-        let subject = format!("{stream}.updated");
-        let u = publish(&uc, version(&subject, "u-1", 9)).await;
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        let e = publish(&ec, version(&subject, "e-1", 5)).await;
-        assert_eq!((u.seq, e.seq), (1, 1));
-    }
-    ec.close().await;
-    uc.close().await;
+    let links = |other: &Site| vec![other.link(&["orders", "events"])];
+    let mut us = us_site.start(links(&eu_site)).await;
+    write_version_then_stop(&mut us, "u-1", 9).await;
+    let mut eu = eu_site.start(links(&us_site)).await;
+    write_version_then_stop(&mut eu, "e-1", 5).await;
 
-    // Then linked: each copy meets the other region's version 1.
-    eu.config.mesh.links = vec![us_site.link(&["orders", "events"])];
-    us.config.mesh.links = vec![eu_site.link(&["orders", "events"])];
-    eu.restart().await;
+    // Then both up: each copy meets the other region's version 1.
     us.restart().await;
+    eu.restart().await;
 
     for (stream, winner, loser, decided_by) in [
         ("orders", "us-east/1", "eu-west/1", "resolver"),
