@@ -5,7 +5,9 @@
 //! residency on both sides of every hop: the sender does not send what the receiver's region
 //! may not hold, and the receiver does not store what its own policy denies. A node serves
 //! copies only to the regions it is linked with. Three regions in a ring converge without
-//! a message going around twice.
+//! a message going around twice. Two versions of a key written apart are one conflict,
+//! recorded in both regions with the same winner: the stream's resolver's (lww-resolver),
+//! or the default order's where there is none.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
