@@ -26,10 +26,16 @@ fn open(dir: &std::path::Path) -> Store {
 }
 
 async fn orders(store: &Store) {
+    orders_keeping(store, 0).await;
+}
+
+/// Stream "orders" on `orders.>`, keeping at most `max_msgs` messages (0: no limit).
+async fn orders_keeping(store: &Store, max_msgs: u64) {
     store
         .create_stream(StreamConfig {
             name: "orders".into(),
             subjects: vec!["orders.>".into()],
+            max_msgs,
             ..StreamConfig::default()
         })
         .await
@@ -279,15 +285,7 @@ async fn the_vector_and_the_own_counter_survive_a_reopen() {
 async fn merged_messages_are_under_the_streams_retention() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    store
-        .create_stream(StreamConfig {
-            name: "orders".into(),
-            subjects: vec!["orders.>".into()],
-            max_msgs: 2,
-            ..StreamConfig::default()
-        })
-        .await
-        .unwrap();
+    orders_keeping(&store, 2).await;
     merge(&store, (1..=3).map(|s| remote("us", s)).collect()).await;
     let st = store.stream_info("orders").unwrap().state;
     assert_eq!((st.first_seq, st.last_seq, st.msgs), (2, 3, 2));
@@ -731,15 +729,7 @@ async fn the_same_conflict_is_recorded_once() {
 async fn version_reads_the_stored_message_until_it_is_purged() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    store
-        .create_stream(StreamConfig {
-            name: "orders".into(),
-            subjects: vec!["orders.>".into()],
-            max_msgs: 3,
-            ..StreamConfig::default()
-        })
-        .await
-        .unwrap();
+    orders_keeping(&store, 3).await;
     append(
         &store,
         vec![
