@@ -62,8 +62,8 @@ pub(crate) fn start(ctx: &Arc<Ctx>) {
 async fn run(ctx: Arc<Ctx>, link: Arc<LinkConfig>, stream: String) {
     let mesh = &ctx.config.mesh;
     let mut attempt = 0u32;
-    // Kept across streams: it reconnects by itself, and follows a `not_leader` answer to
-    // the other region's leader.
+    // Kept from one replication stream to the next: it reconnects by itself, and follows a
+    // `not_leader` answer to the other region's leader.
     let mut client: Option<Client> = None;
     let status = |change: &dyn Fn(&mut super::LinkStatus)| {
         ctx.mesh.link(&link.region, &stream, |s| change(s));
@@ -132,132 +132,129 @@ async fn pump(
     client: &Client,
 ) -> Result<bool, LinkError> {
     let mesh = &ctx.config.mesh;
-    {
-        let mut after = cursor(ctx, &link.region, stream)?;
-        let mut rep = client
-            .replicate(MeshSubscribe {
-                req_id: 0,
-                stream: stream.to_owned(),
-                region: ctx.config.region.clone(),
-                after,
-                vector: ctx.store.vector(stream)?,
-                credit: mesh.batch_msgs_max,
-            })
-            .await?;
-        tracing::info!(region = %link.region, %stream, after, "mesh link up");
-        ctx.mesh.link(&link.region, stream, |s| {
-            s.state = "up";
-            s.after = after;
-        });
-        let hop = super::hop(&ctx.config, &link.region, &ctx.config.region);
-        let mut progress = false;
-        let mut tip_asked: Option<std::time::Instant> = None;
-        loop {
-            if tip_asked.is_none_or(|t| t.elapsed() >= Duration::from_millis(SOURCE_TIP_MS)) {
-                tip_asked = Some(std::time::Instant::now());
-                let last = client.stream_info(stream).await?.state.last_seq;
-                ctx.mesh
-                    .link(&link.region, stream, |s| s.source_last_seq = Some(last));
+    let mut after = cursor(ctx, &link.region, stream)?;
+    let mut rep = client
+        .replicate(MeshSubscribe {
+            req_id: 0,
+            stream: stream.to_owned(),
+            region: ctx.config.region.clone(),
+            after,
+            vector: ctx.store.vector(stream)?,
+            credit: mesh.batch_msgs_max,
+        })
+        .await?;
+    tracing::info!(region = %link.region, %stream, after, "mesh link up");
+    ctx.mesh.link(&link.region, stream, |s| {
+        s.state = "up";
+        s.after = after;
+    });
+    let hop = super::hop(&ctx.config, &link.region, &ctx.config.region);
+    let mut progress = false;
+    let mut tip_asked: Option<std::time::Instant> = None;
+    loop {
+        if tip_asked.is_none_or(|t| t.elapsed() >= Duration::from_millis(SOURCE_TIP_MS)) {
+            tip_asked = Some(std::time::Instant::now());
+            let last = client.stream_info(stream).await?.state.last_seq;
+            ctx.mesh
+                .link(&link.region, stream, |s| s.source_last_seq = Some(last));
+        }
+        let first = tokio::select! {
+            _ = ctx.shutdown.cancelled() => break,
+            _ = tokio::time::sleep(Duration::from_millis(FOLLOWER_POLL_MS)) => {
+                if ctx.leading_term().is_err() {
+                    break;
+                }
+                continue;
             }
-            let first = tokio::select! {
-                _ = ctx.shutdown.cancelled() => break,
-                _ = tokio::time::sleep(Duration::from_millis(FOLLOWER_POLL_MS)) => {
-                    if ctx.leading_term().is_err() {
-                        break;
-                    }
-                    continue;
-                }
-                item = rep.next() => match item? {
-                    Some(item) => item,
-                    None => break,
-                },
-            };
-            let mut items = vec![first];
-            while items.len() < mesh.batch_msgs_max as usize {
-                match rep.try_next().await? {
-                    Some(item) => items.push(item),
-                    None => break,
-                }
-            }
-            // Messages come in the sender's order; a `Passed` may only repeat the last one.
-            let mut last = after;
-            for item in &items {
-                let seq = item.local_seq();
-                let in_order = match item {
-                    Replicated::Message(_) => seq > last,
-                    Replicated::Passed(_) => seq >= last,
-                };
-                if !in_order {
-                    return Err(LinkError::OutOfOrder {
-                        got: seq,
-                        after: last,
-                    });
-                }
-                last = seq;
-            }
-            let batch: Vec<Delivery> = items
-                .into_iter()
-                .filter_map(|item| match item {
-                    Replicated::Message(d) => Some(*d),
-                    Replicated::Passed(_) => None,
-                })
-                .collect();
-            let crossing: Vec<Crossing<'_>> = batch.iter().map(Crossing::of_delivery).collect();
-            let allowed =
-                residency_allows(&ctx.plugins, stream, &hop, Side::Receive, &crossing).await;
-            drop(crossing);
-            let n = batch.len();
-            let mut denied = 0;
-            let msgs: Vec<StoredMessage> = batch
-                .into_iter()
-                .zip(allowed)
-                .filter_map(|(d, ok)| {
-                    if !ok {
-                        denied += 1;
-                        return None;
-                    }
-                    Some(StoredMessage {
-                        seq: 0,
-                        subject: d.subject,
-                        id: d.id,
-                        key: d.key,
-                        headers: d.headers,
-                        payload: d.payload,
-                        origin: d.stamp.origin,
-                        origin_seq: d.stamp.origin_seq,
-                        key_seq: d.stamp.key_seq,
-                        hlc: d.stamp.hlc,
-                    })
-                })
-                .collect();
-            let state = vec![(
-                cursor_key(&link.region, stream),
-                Some(last.to_be_bytes().to_vec()),
-            )];
-            let winners = super::resolve::winners(&ctx.plugins, &ctx.store, stream, &msgs).await;
-            let report = ctx.store.merge(stream, msgs, winners, state).await?;
-            after = last;
-            progress = true;
-            let skipped = report.covered + report.duplicates;
-            MeshStats::add(&ctx.mesh.denied_receiving, denied);
-            MeshStats::add(&ctx.mesh.stored, report.stored);
-            MeshStats::add(&ctx.mesh.skipped, skipped);
-            MeshStats::add(&ctx.mesh.conflicts, report.conflicts);
-            ctx.mesh.link(&link.region, stream, |s| {
-                s.after = last;
-                s.stored += report.stored;
-                s.skipped += skipped;
-                s.denied += denied;
-                s.conflicts += report.conflicts;
-                if s.source_last_seq.is_some_and(|t| t < last) {
-                    s.source_last_seq = Some(last);
-                }
-            });
-            if n > 0 {
-                rep.grant(n as u32).await?;
+            item = rep.next() => match item? {
+                Some(item) => item,
+                None => break,
+            },
+        };
+        let mut items = vec![first];
+        while items.len() < mesh.batch_msgs_max as usize {
+            match rep.try_next().await? {
+                Some(item) => items.push(item),
+                None => break,
             }
         }
-        rep.finish().await;
-        Ok(progress)
+        // Messages come in the sender's order; a `Passed` may only repeat the last one.
+        let mut last = after;
+        for item in &items {
+            let seq = item.local_seq();
+            let in_order = match item {
+                Replicated::Message(_) => seq > last,
+                Replicated::Passed(_) => seq >= last,
+            };
+            if !in_order {
+                return Err(LinkError::OutOfOrder {
+                    got: seq,
+                    after: last,
+                });
+            }
+            last = seq;
+        }
+        let batch: Vec<Delivery> = items
+            .into_iter()
+            .filter_map(|item| match item {
+                Replicated::Message(d) => Some(*d),
+                Replicated::Passed(_) => None,
+            })
+            .collect();
+        let crossing: Vec<Crossing<'_>> = batch.iter().map(Crossing::of_delivery).collect();
+        let allowed = residency_allows(&ctx.plugins, stream, &hop, Side::Receive, &crossing).await;
+        drop(crossing);
+        let n = batch.len();
+        let mut denied = 0;
+        let msgs: Vec<StoredMessage> = batch
+            .into_iter()
+            .zip(allowed)
+            .filter_map(|(d, ok)| {
+                if !ok {
+                    denied += 1;
+                    return None;
+                }
+                Some(StoredMessage {
+                    seq: 0,
+                    subject: d.subject,
+                    id: d.id,
+                    key: d.key,
+                    headers: d.headers,
+                    payload: d.payload,
+                    origin: d.stamp.origin,
+                    origin_seq: d.stamp.origin_seq,
+                    key_seq: d.stamp.key_seq,
+                    hlc: d.stamp.hlc,
+                })
+            })
+            .collect();
+        let state = vec![(
+            cursor_key(&link.region, stream),
+            Some(last.to_be_bytes().to_vec()),
+        )];
+        let winners = super::resolve::winners(&ctx.plugins, &ctx.store, stream, &msgs).await;
+        let report = ctx.store.merge(stream, msgs, winners, state).await?;
+        after = last;
+        progress = true;
+        let skipped = report.covered + report.duplicates;
+        MeshStats::add(&ctx.mesh.denied_receiving, denied);
+        MeshStats::add(&ctx.mesh.stored, report.stored);
+        MeshStats::add(&ctx.mesh.skipped, skipped);
+        MeshStats::add(&ctx.mesh.conflicts, report.conflicts);
+        ctx.mesh.link(&link.region, stream, |s| {
+            s.after = last;
+            s.stored += report.stored;
+            s.skipped += skipped;
+            s.denied += denied;
+            s.conflicts += report.conflicts;
+            if s.source_last_seq.is_some_and(|t| t < last) {
+                s.source_last_seq = Some(last);
+            }
+        });
+        if n > 0 {
+            rep.grant(n as u32).await?;
+        }
     }
+    rep.finish().await;
+    Ok(progress)
 }
