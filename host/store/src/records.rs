@@ -143,29 +143,19 @@ impl Prepared {
         let producer_id = m.id.is_some();
         let id = m.id.unwrap_or_else(new_id);
         let size_bytes = message_size(&m.headers, m.payload.len());
-        let headers: usize = m.headers.iter().map(|(k, v)| 4 + k.len() + v.len()).sum();
+        let fields = Fields {
+            origin,
+            subject: &m.subject,
+            id: &id,
+            key: m.key.as_deref(),
+            headers: &m.headers,
+            payload: &m.payload,
+        };
         // Written in place: the record is the buffer, with room for all of it.
-        let mut out = Vec::with_capacity(
-            64 + headers
-                + m.payload.len()
-                + m.subject.len()
-                + id.len()
-                + m.key.as_ref().map_or(0, String::len)
-                + origin.len(),
-        );
+        let mut out = Vec::with_capacity(fields.record_len());
         out.put_u8(RECORD_FORMAT);
         out.put_bytes(0, 24); // hlc, origin_seq, key_seq: set by the writer
-        put_str(&mut out, origin);
-        put_str(&mut out, &m.subject);
-        put_str(&mut out, &id);
-        put_opt_str(&mut out, m.key.as_deref());
-        out.put_u16(m.headers.len() as u16);
-        for (k, v) in &m.headers {
-            put_str(&mut out, k);
-            put_str(&mut out, v);
-        }
-        out.put_u32(m.payload.len() as u32);
-        out.put_slice(&m.payload);
+        fields.put(&mut out);
         Prepared {
             subject: m.subject,
             id,
@@ -269,15 +259,7 @@ pub(crate) fn merged(stream: &str, msgs: Vec<StoredMessage>) -> Result<Vec<Prepa
                 cause: None,
             });
         }
-        let headers: usize = m.headers.iter().map(|(k, v)| 4 + k.len() + v.len()).sum();
-        let mut record = Vec::with_capacity(
-            64 + headers
-                + m.payload.len()
-                + m.subject.len()
-                + m.id.len()
-                + m.key.as_ref().map_or(0, String::len)
-                + m.origin.len(),
-        );
+        let mut record = Vec::with_capacity(Fields::of(&m).record_len());
         encode_message(&mut record, &m);
         out.push(Prepared {
             size_bytes: m.size_bytes(),
@@ -325,17 +307,59 @@ pub(crate) fn encode_message(out: &mut impl BufMut, m: &StoredMessage) {
     out.put_u64(m.hlc);
     out.put_u64(m.origin_seq);
     out.put_u64(m.key_seq);
-    put_str(out, &m.origin);
-    put_str(out, &m.subject);
-    put_str(out, &m.id);
-    put_opt_str(out, m.key.as_deref());
-    out.put_u16(m.headers.len() as u16);
-    for (k, v) in &m.headers {
-        put_str(out, k);
-        put_str(out, v);
+    Fields::of(m).put(out);
+}
+
+/// What a message record holds after its format byte and stamp numbers.
+struct Fields<'a> {
+    origin: &'a str,
+    subject: &'a str,
+    id: &'a str,
+    key: Option<&'a str>,
+    headers: &'a Headers,
+    payload: &'a [u8],
+}
+
+impl<'a> Fields<'a> {
+    fn of(m: &'a StoredMessage) -> Self {
+        Fields {
+            origin: &m.origin,
+            subject: &m.subject,
+            id: &m.id,
+            key: m.key.as_deref(),
+            headers: &m.headers,
+            payload: &m.payload,
+        }
     }
-    out.put_u32(m.payload.len() as u32);
-    out.put_slice(&m.payload);
+
+    /// Room for the whole record, format byte and stamp included (a little more).
+    fn record_len(&self) -> usize {
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(k, v)| 4 + k.len() + v.len())
+            .sum();
+        64 + headers
+            + self.payload.len()
+            + self.subject.len()
+            + self.id.len()
+            + self.key.map_or(0, str::len)
+            + self.origin.len()
+    }
+
+    fn put(&self, out: &mut impl BufMut) {
+        put_str(out, self.origin);
+        put_str(out, self.subject);
+        put_str(out, self.id);
+        put_opt_str(out, self.key);
+        out.put_u16(self.headers.len() as u16);
+        for (k, v) in self.headers {
+            put_str(out, k);
+            put_str(out, v);
+        }
+        out.put_u32(self.payload.len() as u32);
+        out.put_slice(self.payload);
+    }
 }
 
 pub(crate) fn decode_message(seq: u64, b: &[u8]) -> Result<StoredMessage, StoreError> {
