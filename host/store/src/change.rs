@@ -22,9 +22,6 @@
 //!   winners of conflicts, see [`crate::Decided`])
 //!
 //! Strings are `u16 length + UTF-8`.
-//!
-//! Format 2 added the decisions to the merge. An entry of format 1 (written before, and
-//! still in a region's log) decodes with none: that version did not detect conflicts.
 
 use bytes::{BufMut, BytesMut};
 use tern_proto::{Receipt, StartPosition, StreamConfig, StreamInfo, StreamState};
@@ -34,9 +31,7 @@ use crate::records::{self, put_str, Cursor, GroupRecord, Prepared, StreamRecord}
 use crate::writer::{GroupUpdate, PendingRow};
 use crate::{Decided, MergeReport, PurgeReport};
 
-const ENTRY_FORMAT: u8 = 2;
-/// The format before merges carried decisions; read, never written.
-const ENTRY_FORMAT_NO_DECISIONS: u8 = 1;
+const ENTRY_FORMAT: u8 = 1;
 
 /// One change to the store, as a region's log carries it.
 #[derive(Debug)]
@@ -136,15 +131,14 @@ impl LogEntry {
             b,
             what: "log entry",
         };
-        let format = c.u8()?;
-        if format != ENTRY_FORMAT && format != ENTRY_FORMAT_NO_DECISIONS {
+        if c.u8()? != ENTRY_FORMAT {
             return Err(StoreError::Corrupt("log entry"));
         }
         let time_ms = c.u64()?;
         let n = c.u32()? as usize;
         let mut changes = Vec::with_capacity(n.min(1024));
         for _ in 0..n {
-            changes.push(decode_change(&mut c, format)?);
+            changes.push(decode_change(&mut c)?);
         }
         if !c.b.is_empty() {
             return Err(StoreError::Corrupt("log entry"));
@@ -315,7 +309,7 @@ fn encode_change(out: &mut BytesMut, c: &Change) {
     }
 }
 
-fn decode_change(c: &mut Cursor<'_>, format: u8) -> Result<Change, StoreError> {
+fn decode_change(c: &mut Cursor<'_>) -> Result<Change, StoreError> {
     Ok(match c.u8()? {
         1 => Change::Append(get_prepared(c)?),
         2 => Change::CreateStream(records::decode_stream(get_bytes(c)?)?.config),
@@ -384,11 +378,7 @@ fn decode_change(c: &mut Cursor<'_>, format: u8) -> Result<Change, StoreError> {
                 msgs.push(Prepared::from_record(get_bytes(c)?.to_vec(), true)?);
             }
             let state = get_writes(c)?;
-            let winners = if format == ENTRY_FORMAT_NO_DECISIONS {
-                Vec::new()
-            } else {
-                get_decisions(c)?
-            };
+            let winners = get_decisions(c)?;
             Change::Merge {
                 stream,
                 msgs,
@@ -682,48 +672,6 @@ mod tests {
             LogEntry::decode(&bad),
             Err(StoreError::Corrupt("log entry"))
         ));
-    }
-
-    /// An entry of format 1, as the version before decisions wrote it (and a region's log
-    /// may still hold), decodes: its merge has no decisions.
-    #[test]
-    fn a_format_1_merge_decodes_without_decisions() {
-        let plain = LogEntry {
-            time_ms: 5,
-            changes: vec![
-                Change::merge(
-                    "orders",
-                    vec![stored("us", 4)],
-                    Vec::new(),
-                    vec![("mesh/us".into(), Some(vec![4]))],
-                )
-                .unwrap(),
-                Change::Purge { now_ms: 9 },
-            ],
-        };
-        let now = plain.encode();
-        // Format 1 was this layout without the decision count (zero here) after the writes.
-        let purge = 1 + 8;
-        let at = now.len() - purge - 4;
-        assert_eq!(&now[at..at + 4], &[0, 0, 0, 0]);
-        let mut old = now[..at].to_vec();
-        old.extend_from_slice(&now[at + 4..]);
-        old[0] = ENTRY_FORMAT_NO_DECISIONS;
-        let back = LogEntry::decode(&old).unwrap();
-        assert_eq!(back.encode(), now);
-        let Change::Merge { winners, msgs, .. } = &back.changes[0] else {
-            panic!("not a merge: {:?}", back.changes[0]);
-        };
-        assert!(winners.is_empty());
-        assert_eq!(msgs.len(), 1);
-        assert!(matches!(back.changes[1], Change::Purge { now_ms: 9 }));
-        // Format 1 with a decision count is refused: the count is read as the next change.
-        let mut wrong = now.to_vec();
-        wrong[0] = ENTRY_FORMAT_NO_DECISIONS;
-        assert!(LogEntry::decode(&wrong).is_err());
-        let mut unknown = now.to_vec();
-        unknown[0] = 3;
-        assert!(LogEntry::decode(&unknown).is_err());
     }
 
     /// A decision no record could match is not carried (it could not be encoded whole).

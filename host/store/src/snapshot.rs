@@ -8,14 +8,12 @@
 //! crc32 u32` of every byte before the crc. Rows come table by table, each table in key
 //! order, so installing inserts in order.
 //!
-//! Version 2 added table 10, the streams' version vectors. A version 1 snapshot (which has
-//! no such rows) still installs, with empty vectors: stores of that version held only
-//! messages of their own origin.
-//!
-//! Version 3 added table 11, the versions index (versions.rs). A snapshot of version 1 or 2
-//! (which has no such rows) still installs, with an empty index: the versions it holds are
-//! not indexed, so a conflict with one of them goes undetected, as for a store that was
-//! written before the index. A snapshot holds no table beyond those of its version.
+//! Version 2 added tables 10, the streams' version vectors, and 11, the versions index
+//! (versions.rs). A version 1 snapshot (which has no such rows) still installs, with empty
+//! vectors and an empty index: stores of that version held only messages of their own
+//! origin, and their versions are not indexed, so a conflict with one of them goes
+//! undetected, as for a store written before the index. A snapshot holds no table beyond
+//! those of its version.
 //!
 //! Writing streams from a read transaction: the store keeps taking writes meanwhile.
 //! Installing checks the whole stream (crc, row count, every key and value decodable)
@@ -33,18 +31,15 @@ use crate::error::StoreError;
 use crate::tables::*;
 
 const MAGIC: &[u8; 8] = b"TERNSTOR";
-const VERSION: u8 = 3;
-/// The version before the versions index; read, never written.
-const VERSION_NO_VERSIONS: u8 = 2;
-/// The version before the version vector table; read, never written.
-const VERSION_NO_VECTORS: u8 = 1;
+const VERSION: u8 = 2;
+/// The version before the mesh's tables; read, never written.
+const VERSION_NO_MESH: u8 = 1;
 
 /// The last table a snapshot of `version` may hold, if this build reads that version.
 fn last_table(version: u8) -> Option<u8> {
     match version {
         VERSION => Some(11),
-        VERSION_NO_VERSIONS => Some(10),
-        VERSION_NO_VECTORS => Some(9),
+        VERSION_NO_MESH => Some(9),
         _ => None,
     }
 }

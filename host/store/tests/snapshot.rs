@@ -1,7 +1,7 @@
 //! Store snapshots: a store installed from another's snapshot holds the same streams,
 //! messages, dedup index, version vectors, versions index, consumer groups and node state,
-//! and keeps working from there; snapshots of the versions before vectors and before the
-//! versions index still install; a damaged snapshot is refused and the store it was meant
+//! and keeps working from there; snapshots of the version before vectors and the versions
+//! index still install; a damaged snapshot is refused and the store it was meant
 //! for is left as it was.
 
 use std::io::{Seek, SeekFrom, Write};
@@ -260,12 +260,11 @@ async fn a_snapshot_carries_the_version_vectors() {
 }
 
 /// `snap` as a snapshot of an older `version` wrote it: without the rows of the tables
-/// that version did not have (10, the vectors, before version 2; 11, the versions index,
-/// before version 3), with that version byte, and the row count and checksum to match.
+/// that version did not have (10, the vectors, and 11, the versions index, before version
+/// 2), with that version byte, and the row count and checksum to match.
 fn older(snap: &[u8], version: u8) -> Vec<u8> {
     let last_table = match version {
         1 => 9,
-        2 => 10,
         v => panic!("no layout for version {v}"),
     };
     let mut out = snap[..9].to_vec();
@@ -293,7 +292,7 @@ fn older(snap: &[u8], version: u8) -> Vec<u8> {
 async fn snapshot_bytes(store: &Store) -> Vec<u8> {
     let mut snap = Vec::new();
     store.snapshot().await.unwrap().write_to(&mut snap).unwrap();
-    assert_eq!(snap[8], 3);
+    assert_eq!(snap[8], 2);
     snap
 }
 
@@ -338,15 +337,12 @@ fn conflicting(key_seq: u64, origin: &str, hlc: u64) -> StoredMessage {
 }
 
 #[tokio::test]
-async fn a_version_2_snapshot_installs_with_an_empty_versions_index() {
+async fn a_version_1_snapshot_installs_with_an_empty_versions_index() {
     let dir = tempfile::tempdir().unwrap();
     let a = source(dir.path()).await;
-    a.merge("orders", from_us(1..=2), Vec::new(), Vec::new())
-        .await
-        .unwrap();
     let now = snapshot_bytes(&a).await;
-    let path = dir.path().join("v2");
-    std::fs::write(&path, older(&now, 2)).unwrap();
+    let path = dir.path().join("v1");
+    std::fs::write(&path, older(&now, 1)).unwrap();
     let b = open(dir.path(), "b.redb");
     b.install_snapshot(std::fs::File::open(&path).unwrap())
         .await
@@ -368,18 +364,18 @@ async fn a_version_2_snapshot_installs_with_an_empty_versions_index() {
             .unwrap();
         assert_eq!(r.conflicts, conflicts);
     }
-    // A snapshot of version 2 holding the index's table is damaged.
-    let mut v2_with_index = now.clone();
-    v2_with_index[8] = 2;
-    let body = v2_with_index.len() - 4;
-    let crc = crc32fast::hash(&v2_with_index[..body]);
-    v2_with_index[body..].copy_from_slice(&crc.to_le_bytes());
-    std::fs::write(&path, &v2_with_index).unwrap();
+    // A snapshot of version 1 holding the mesh's tables is damaged.
+    let mut v1_with_mesh = now.clone();
+    v1_with_mesh[8] = 1;
+    let body = v1_with_mesh.len() - 4;
+    let crc = crc32fast::hash(&v1_with_mesh[..body]);
+    v1_with_mesh[body..].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&path, &v1_with_mesh).unwrap();
     match b
         .install_snapshot(std::fs::File::open(&path).unwrap())
         .await
     {
-        Err(StoreError::BadSnapshot(why)) => assert!(why.contains("table 11"), "{why}"),
+        Err(StoreError::BadSnapshot(why)) => assert!(why.contains("table 1"), "{why}"),
         other => panic!("{other:?}"),
     }
 }
