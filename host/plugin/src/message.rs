@@ -48,6 +48,24 @@ pub struct Conflict {
 }
 
 impl Message {
+    /// A message from the node's own fields: headers as name/value pairs (encoded here),
+    /// and the payload's length.
+    pub fn new<'h>(
+        subject: &str,
+        id: &str,
+        key: Option<&str>,
+        headers: impl IntoIterator<Item = (&'h str, &'h str)>,
+        payload_len: usize,
+    ) -> Message {
+        Message {
+            subject: subject.to_owned(),
+            id: id.to_owned(),
+            key: key.map(str::to_owned),
+            headers: crate::headers::encode(headers),
+            payload_len: payload_len as u32,
+        }
+    }
+
     fn view(&self) -> MessageView<'_> {
         MessageView {
             subject: &self.subject,

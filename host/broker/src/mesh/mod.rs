@@ -101,12 +101,9 @@ pub(crate) async fn residency_allows(
     }
     let batch: Vec<Message> = msgs
         .iter()
-        .map(|m| Message {
-            subject: m.subject.to_owned(),
-            id: m.id.to_owned(),
-            key: m.key.map(str::to_owned),
-            headers: tern_plugin::headers::encode(m.headers.iter().copied()),
-            payload_len: m.payload.len() as u32,
+        .map(|m| {
+            let headers = m.headers.iter().copied();
+            Message::new(m.subject, m.id, m.key, headers, m.payload.len())
         })
         .collect();
     let payloads: Vec<Vec<u8>> = if chain.reads_payload() {

@@ -15,15 +15,13 @@ use crate::plugins::Plugins;
 
 fn version(m: &StoredMessage) -> Version {
     Version {
-        message: Message {
-            subject: m.subject.clone(),
-            id: m.id.clone(),
-            key: m.key.clone(),
-            headers: tern_plugin::headers::encode(
-                m.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-            ),
-            payload_len: m.payload.len() as u32,
-        },
+        message: Message::new(
+            &m.subject,
+            &m.id,
+            m.key.as_deref(),
+            m.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            m.payload.len(),
+        ),
         stamp: Stamp {
             origin: m.origin.clone(),
             origin_seq: m.origin_seq,

@@ -355,15 +355,13 @@ fn payloads_for<'m>(chain: &Chain, idx: &[usize], msgs: &'m [PubMessage]) -> Vec
 
 /// A message as hooks see it; `subject` overrides the published one (a route target).
 fn wit_message(m: &PubMessage, subject: Option<&str>) -> Message {
-    Message {
-        subject: subject.unwrap_or(&m.subject).to_string(),
-        id: m.id.clone().unwrap_or_default(),
-        key: m.key.clone(),
-        headers: tern_plugin::headers::encode(
-            m.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        ),
-        payload_len: m.payload.len() as u32,
-    }
+    Message::new(
+        subject.unwrap_or(&m.subject),
+        m.id.as_deref().unwrap_or_default(),
+        m.key.as_deref(),
+        m.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        m.payload.len(),
+    )
 }
 
 fn failed(refusal: &Refusal) -> ErrorBody {
