@@ -289,6 +289,16 @@ impl ReplicatedLog for Loopback {
     }
 }
 
+/// A store on its own, and one whose changes go through a loopback log to itself.
+fn lone_and_logged(dir: &std::path::Path) -> (Store, Store) {
+    let lone = open(dir, "lone.redb");
+    let logged = open(dir, "logged.redb");
+    let log = Arc::new(Loopback(std::sync::OnceLock::new()));
+    let _ = log.0.set(logged.clone());
+    logged.attach_log(log);
+    (lone, logged)
+}
+
 fn remote(origin_seq: u64, id: &str, key_seq: u64) -> StoredMessage {
     StoredMessage {
         seq: 0,
@@ -310,11 +320,7 @@ fn remote(origin_seq: u64, id: &str, key_seq: u64) -> StoredMessage {
 #[tokio::test]
 async fn a_merge_through_the_log_matches_a_direct_one() {
     let dir = tempfile::tempdir().unwrap();
-    let lone = open(dir.path(), "lone.redb");
-    let logged = open(dir.path(), "logged.redb");
-    let log = Arc::new(Loopback(std::sync::OnceLock::new()));
-    let _ = log.0.set(logged.clone());
-    logged.attach_log(log);
+    let (lone, logged) = lone_and_logged(dir.path());
 
     let mut outcomes = Vec::new();
     for s in [&lone, &logged] {
@@ -448,11 +454,7 @@ async fn a_merge_through_the_log_matches_a_direct_one() {
 #[tokio::test]
 async fn conflicts_through_the_log_match_direct_ones() {
     let dir = tempfile::tempdir().unwrap();
-    let lone = open(dir.path(), "lone.redb");
-    let logged = open(dir.path(), "logged.redb");
-    let log = Arc::new(Loopback(std::sync::OnceLock::new()));
-    let _ = log.0.set(logged.clone());
-    logged.attach_log(log);
+    let (lone, logged) = lone_and_logged(dir.path());
 
     // Clocks that win and lose against any local one, whichever store stamps it.
     let late = (tern_store::now_ms() + 3_600_000) << 16;
